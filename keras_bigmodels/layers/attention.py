@@ -1,0 +1,321 @@
+"""Multi-head attention: softmax(Q K^T / sqrt(d_k)) V over several heads."""
+
+import keras
+from keras import ops
+
+from keras_bigmodels.utils import check_in, check_positive_int
+
+# A large finite negative number rather than -inf: a query row whose keys are all masked
+# (left padding under a causal mask) then gets a uniform softmax instead of NaNs that
+# would spread through the value matmul into every later layer.
+MASK_VALUE = -1e9
+
+
+def causal_mask(query_length, key_length, offset=0):
+    """Boolean [query_length, key_length] mask; query i sees keys j <= offset + i."""
+    rows = ops.arange(query_length)[:, None] + offset
+    cols = ops.arange(key_length)[None, :]
+    return ops.greater_equal(rows, cols)
+
+
+def merge_masks(padding_mask=None, attention_mask=None, causal=None):
+    """Combine optional masks into one boolean [batch|1, 1, q, k] mask (True attends).
+
+    Args:
+        padding_mask: [batch, key_length] (True/1 for real tokens).
+        attention_mask: [batch, q, k] or [batch, heads, q, k].
+        causal: a boolean [q, k] mask from `causal_mask`.
+    """
+    mask = None
+    if padding_mask is not None:
+        mask = ops.cast(padding_mask, "bool")[:, None, None, :]
+    if attention_mask is not None:
+        attention_mask = ops.cast(attention_mask, "bool")
+        if len(attention_mask.shape) == 3:
+            attention_mask = attention_mask[:, None, :, :]
+        mask = attention_mask if mask is None else ops.logical_and(mask, attention_mask)
+    if causal is not None:
+        causal = causal[None, None, :, :]
+        mask = causal if mask is None else ops.logical_and(mask, causal)
+    return mask
+
+
+@keras.saving.register_keras_serializable(package="keras_bigmodels")
+class MultiHeadAttention(keras.layers.Layer):
+    """Multi-head (and grouped/multi-query) attention with masks, bias and a KV cache.
+
+    Projections are named `query`, `key`, `value` and `output`, with kernels shaped
+    `[hidden, heads, head_dim]` and `[heads, head_dim, hidden]` so that one layout map
+    shards every model along heads.
+
+    Args:
+        num_heads: number of query heads.
+        key_dim: size of each head (defaults to `hidden_dim // num_heads`).
+        num_key_value_heads: heads for keys/values; fewer than `num_heads` gives grouped
+            query attention, 1 gives multi-query attention. Defaults to `num_heads`.
+        value_dim: size of each value head (defaults to `key_dim`).
+        output_dim: size of the output (defaults to the query's last dimension).
+        use_bias: whether the projections have biases.
+        dropout: dropout rate on the attention probabilities.
+        scale: multiplier of the logits; defaults to `1 / sqrt(key_dim)` (T5 uses 1.0).
+        use_fused: use `keras.ops.dot_product_attention` whenever it can compute the
+            result (no attention dropout in training, no scores requested).
+        kernel_initializer, bias_initializer: initializers of the projections.
+
+    Call args:
+        query: [batch, query_length, query_dim].
+        value: [batch, key_length, value_dim]; defaults to `query` (self-attention).
+        key: defaults to `value`.
+        padding_mask: [batch, key_length], 1 for real tokens.
+        attention_mask: [batch, query_length, key_length] (or with a heads axis).
+        attention_bias: additive logits bias broadcastable to [batch, heads, q, k].
+        use_causal_mask: whether query i may only see keys j <= i (shifted by the
+            cache index when a cache is given).
+        cache: [batch, 2, max_length, num_key_value_heads, key_dim] of past keys/values.
+        cache_update_index: where the new keys/values are written in the cache.
+        return_attention_scores: also return the [batch, heads, q, k] probabilities.
+
+    Example:
+    >>> layer = MultiHeadAttention(num_heads=4, key_dim=8)
+    >>> x = keras.random.normal((2, 10, 32))
+    >>> layer(x, use_causal_mask=True).shape
+    (2, 10, 32)
+    """
+
+    def __init__(
+        self,
+        num_heads,
+        key_dim=None,
+        num_key_value_heads=None,
+        value_dim=None,
+        output_dim=None,
+        use_bias=True,
+        dropout=0.0,
+        scale=None,
+        use_fused=True,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        output_kernel_initializer=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        check_positive_int("num_heads", num_heads)
+        num_key_value_heads = num_key_value_heads or num_heads
+        check_positive_int("num_key_value_heads", num_key_value_heads)
+        if num_heads % num_key_value_heads:
+            raise ValueError(
+                f"`num_heads` ({num_heads}) must be a multiple of `num_key_value_heads` "
+                f"({num_key_value_heads})."
+            )
+        if key_dim is not None:
+            check_positive_int("key_dim", key_dim)
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"`dropout` must be in [0, 1); received {dropout}.")
+        self.num_heads = num_heads
+        self.key_dim = key_dim
+        self.num_key_value_heads = num_key_value_heads
+        self.value_dim = value_dim
+        self.output_dim = output_dim
+        self.use_bias = use_bias
+        self.dropout = dropout
+        self.scale = scale
+        self.use_fused = use_fused
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.output_kernel_initializer = keras.initializers.get(
+            output_kernel_initializer or kernel_initializer
+        )
+        self.supports_masking = False
+
+    def _projection(self, name, equation, output_shape, bias_axes, initializer=None):
+        return keras.layers.EinsumDense(
+            equation,
+            output_shape=output_shape,
+            bias_axes=bias_axes if self.use_bias else None,
+            kernel_initializer=initializer or self.kernel_initializer,
+            bias_initializer=self.bias_initializer,
+            dtype=self.dtype_policy,
+            name=name,
+        )
+
+    def build(self, query_shape, value_shape=None, key_shape=None):
+        value_shape = value_shape or query_shape
+        key_shape = key_shape or value_shape
+        query_dim = query_shape[-1]
+        if self.key_dim is None:
+            if query_dim % self.num_heads:
+                raise ValueError(
+                    f"The query's hidden size ({query_dim}) must divide by `num_heads` "
+                    f"({self.num_heads}) when `key_dim` is not given."
+                )
+            self._key_dim = query_dim // self.num_heads
+        else:
+            self._key_dim = self.key_dim
+        self._value_dim = self.value_dim or self._key_dim
+        self._output_dim = self.output_dim or query_dim
+        h, kvh = self.num_heads, self.num_key_value_heads
+        self.query_dense = self._projection(
+            "query", "btd,dnh->btnh", (None, h, self._key_dim), "nh"
+        )
+        self.query_dense.build(query_shape)
+        self.key_dense = self._projection(
+            "key", "bsd,dnh->bsnh", (None, kvh, self._key_dim), "nh"
+        )
+        self.key_dense.build(key_shape)
+        self.value_dense = self._projection(
+            "value", "bsd,dnh->bsnh", (None, kvh, self._value_dim), "nh"
+        )
+        self.value_dense.build(value_shape)
+        self.output_dense = self._projection(
+            "output", "btnh,nhd->btd", (None, self._output_dim), "d",
+            initializer=self.output_kernel_initializer,
+        )
+        self.output_dense.build((query_shape[0], query_shape[1], h, self._value_dim))
+        self.dropout_layer = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
+        self.built = True
+
+    def _check_mask_shape(self, name, mask, rank, query, key):
+        if mask is None:
+            return
+        shape = tuple(mask.shape)
+        ok = len(shape) in rank
+        if ok and name == "padding_mask" and shape[-1] is not None and key.shape[1] is not None:
+            ok = shape[-1] == key.shape[1]
+        if ok and name == "attention_mask":
+            q_len, k_len = query.shape[1], key.shape[1]
+            ok = (shape[-2] in (None, 1, q_len)) and (shape[-1] in (None, 1, k_len))
+        if not ok:
+            expected = {
+                "padding_mask": f"[batch, key_length={key.shape[1]}]",
+                "attention_mask": f"[batch, query_length={query.shape[1]}, "
+                f"key_length={key.shape[1]}] (optionally with a heads axis)",
+            }[name]
+            raise ValueError(f"`{name}` must have shape {expected}; received {shape}.")
+
+    def call(
+        self,
+        query,
+        value=None,
+        key=None,
+        padding_mask=None,
+        attention_mask=None,
+        attention_bias=None,
+        use_causal_mask=False,
+        cache=None,
+        cache_update_index=None,
+        return_attention_scores=False,
+        training=None,
+    ):
+        value = query if value is None else value
+        key = value if key is None else key
+        q = self.query_dense(query)
+        k = self.key_dense(key)
+        v = self.value_dense(value)
+
+        offset = 0
+        if cache is not None:
+            if cache_update_index is None:
+                raise ValueError("`cache_update_index` is required when `cache` is given.")
+            max_length = cache.shape[2]
+            length = q.shape[1]
+            if (
+                isinstance(cache_update_index, int)
+                and max_length is not None
+                and length is not None
+                and cache_update_index + length > max_length
+            ):
+                raise ValueError(
+                    f"The cache holds {max_length} positions but the input writes positions "
+                    f"{cache_update_index}..{cache_update_index + length - 1}; build a longer "
+                    "cache (`max_length`)."
+                )
+            start = [0, cache_update_index, 0, 0]
+            k = ops.slice_update(cache[:, 0], start, ops.cast(k, cache.dtype))
+            v = ops.slice_update(cache[:, 1], start, ops.cast(v, cache.dtype))
+            cache = ops.stack([k, v], axis=1)
+            offset = cache_update_index
+
+        self._check_mask_shape("padding_mask", padding_mask, (2,), query, k)
+        self._check_mask_shape("attention_mask", attention_mask, (3, 4), query, k)
+        causal = None
+        if use_causal_mask:
+            causal = causal_mask(ops.shape(q)[1], ops.shape(k)[1], offset)
+        mask = merge_masks(padding_mask, attention_mask, causal)
+
+        out, scores = self.attend(q, k, v, mask, attention_bias, return_attention_scores, training)
+        out = self.output_dense(out)
+        results = [out]
+        if return_attention_scores:
+            results.append(scores)
+        if cache is not None:
+            results.append(cache)
+        return results[0] if len(results) == 1 else tuple(results)
+
+    def attend(self, q, k, v, mask=None, bias=None, return_scores=False, training=None):
+        """Attention on projected heads: q [b, t, h, d], k/v [b, s, kvh, d]."""
+        scale = self.scale if self.scale is not None else 1.0 / float(self._key_dim) ** 0.5
+        dropping = bool(training) and self.dropout > 0
+        if self.use_fused and not return_scores and not dropping:
+            return self._fused(q, k, v, mask, bias, scale), None
+        return self._explicit(q, k, v, mask, bias, scale, training)
+
+    def _fused(self, q, k, v, mask, bias, scale):
+        backend = keras.backend.backend()
+        if mask is not None and (bias is not None or backend == "torch"):
+            # torch SDPA takes one of mask/bias, and its boolean mask turns a fully
+            # masked row into NaNs: an additive finite bias avoids both.
+            additive = ops.where(mask, 0.0, MASK_VALUE)
+            bias = additive if bias is None else bias + additive
+            mask = None
+        if bias is not None:
+            bias = ops.cast(bias, q.dtype)
+        return ops.dot_product_attention(q, k, v, bias=bias, mask=mask, scale=scale)
+
+    def _explicit(self, q, k, v, mask, bias, scale, training):
+        groups = self.num_heads // self.num_key_value_heads
+        if groups > 1:
+            k = ops.repeat(k, groups, axis=2)
+            v = ops.repeat(v, groups, axis=2)
+        logits = ops.einsum("btnh,bsnh->bnts", q, k) * ops.cast(scale, q.dtype)
+        logits = ops.cast(logits, "float32")
+        if bias is not None:
+            logits = logits + ops.cast(bias, "float32")
+        if mask is not None:
+            logits = ops.where(mask, logits, MASK_VALUE)
+        probs = ops.cast(ops.softmax(logits, axis=-1), q.dtype)
+        dropped = self.dropout_layer(probs, training=training)
+        return ops.einsum("bnts,bsnh->btnh", dropped, v), probs
+
+    def compute_output_spec(self, query, value=None, key=None, return_attention_scores=False,
+                            cache=None, **kwargs):
+        out_dim = self.output_dim or query.shape[-1]
+        out = keras.KerasTensor(query.shape[:-1] + (out_dim,), dtype=self.compute_dtype)
+        value = query if value is None else value
+        results = [out]
+        if return_attention_scores:
+            results.append(keras.KerasTensor(
+                (query.shape[0], self.num_heads, query.shape[1], value.shape[1]),
+                dtype=self.compute_dtype))
+        if cache is not None:
+            results.append(keras.KerasTensor(cache.shape, dtype=cache.dtype))
+        return results[0] if len(results) == 1 else tuple(results)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            num_heads=self.num_heads,
+            key_dim=self.key_dim,
+            num_key_value_heads=self.num_key_value_heads,
+            value_dim=self.value_dim,
+            output_dim=self.output_dim,
+            use_bias=self.use_bias,
+            dropout=self.dropout,
+            scale=self.scale,
+            use_fused=self.use_fused,
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+            bias_initializer=keras.initializers.serialize(self.bias_initializer),
+            output_kernel_initializer=keras.initializers.serialize(
+                self.output_kernel_initializer
+            ),
+        )
+        return config

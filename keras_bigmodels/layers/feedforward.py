@@ -1,0 +1,105 @@
+"""Position-wise feed-forward networks: dense MLP and gated (GEGLU / SwiGLU) variants."""
+
+import keras
+from keras import ops
+
+from keras_bigmodels.utils import check_positive_int
+
+ACTIVATIONS = ("relu", "gelu", "gelu_approximate", "silu", "swish", "tanh")
+
+
+def get_activation(name):
+    """The activation function for a name used in configs (HF's gelu_new is gelu_approximate)."""
+    if name == "gelu_approximate":
+        return lambda x: ops.gelu(x, approximate=True)
+    if name == "gelu":
+        return lambda x: ops.gelu(x, approximate=False)
+    if name in ("silu", "swish"):
+        return ops.silu
+    if name == "relu":
+        return ops.relu
+    if name == "tanh":
+        return ops.tanh
+    raise ValueError(f"`activation` must be one of {', '.join(ACTIVATIONS)}; received {name!r}.")
+
+
+@keras.saving.register_keras_serializable(package="keras_bigmodels")
+class FeedForward(keras.layers.Layer):
+    """FFN(x) = W_out act(W_in x) or, gated, W_out (act(W_gate x) * W_in x).
+
+    Sub-layers are named `intermediate`, `intermediate_gate` and `output` so that one
+    layout map shards the intermediate axis.
+
+    Args:
+        intermediate_dim: width of the hidden layer.
+        activation: one of relu, gelu, gelu_approximate, silu, tanh.
+        gated: GLU variant (T5 v1.1's gated-GELU, LLaMA's SwiGLU).
+        use_bias: whether the dense layers have biases.
+        dropout: dropout after the activation.
+        output_dim: defaults to the input's last dimension.
+
+    Example:
+    >>> FeedForward(64)(keras.ops.zeros((2, 3, 16))).shape
+    (2, 3, 16)
+    """
+
+    def __init__(self, intermediate_dim, activation="gelu", gated=False, use_bias=True,
+                 dropout=0.0, output_dim=None, kernel_initializer="glorot_uniform",
+                 output_kernel_initializer=None, **kwargs):
+        super().__init__(**kwargs)
+        check_positive_int("intermediate_dim", intermediate_dim)
+        get_activation(activation)
+        self.intermediate_dim = intermediate_dim
+        self.activation = activation
+        self.gated = gated
+        self.use_bias = use_bias
+        self.dropout = dropout
+        self.output_dim = output_dim
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.output_kernel_initializer = keras.initializers.get(
+            output_kernel_initializer or kernel_initializer
+        )
+
+    def _dense(self, units, name, initializer):
+        return keras.layers.Dense(units, use_bias=self.use_bias, kernel_initializer=initializer,
+                                  dtype=self.dtype_policy, name=name)
+
+    def build(self, input_shape):
+        self._activation_fn = get_activation(self.activation)
+        self.intermediate = self._dense(self.intermediate_dim, "intermediate",
+                                        self.kernel_initializer)
+        self.intermediate.build(input_shape)
+        if self.gated:
+            self.intermediate_gate = self._dense(self.intermediate_dim, "intermediate_gate",
+                                                 self.kernel_initializer)
+            self.intermediate_gate.build(input_shape)
+        self.output_dense = self._dense(self.output_dim or input_shape[-1], "output",
+                                        self.output_kernel_initializer)
+        self.output_dense.build(tuple(input_shape[:-1]) + (self.intermediate_dim,))
+        self.dropout_layer = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
+        self.built = True
+
+    def call(self, inputs, training=None):
+        if self.gated:
+            hidden = self._activation_fn(self.intermediate_gate(inputs)) * self.intermediate(inputs)
+        else:
+            hidden = self._activation_fn(self.intermediate(inputs))
+        hidden = self.dropout_layer(hidden, training=training)
+        return self.output_dense(hidden)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.output_dim or input_shape[-1],)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            intermediate_dim=self.intermediate_dim,
+            activation=self.activation,
+            gated=self.gated,
+            use_bias=self.use_bias,
+            dropout=self.dropout,
+            output_dim=self.output_dim,
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+            output_kernel_initializer=keras.initializers.serialize(self.output_kernel_initializer),
+        )
+        return config

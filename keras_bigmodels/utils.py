@@ -1,0 +1,57 @@
+"""Small shared helpers: argument checks with clear messages, concrete-value access."""
+
+import numpy as np
+import keras
+
+
+def check_positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"`{name}` must be a positive integer; received {value!r}.")
+
+
+def check_in(name, value, allowed):
+    if value not in allowed:
+        allowed_text = ", ".join(repr(a) for a in allowed)
+        raise ValueError(f"`{name}` must be one of {allowed_text}; received {value!r}.")
+
+
+def concrete_numpy(x):
+    """The value of `x` as numpy when it is concrete (eager), else None (symbolic/traced)."""
+    if isinstance(x, np.ndarray):
+        return x
+    if isinstance(x, (list, tuple, int, float)):
+        try:
+            return np.asarray(x)
+        except ValueError:
+            return None
+    if keras.utils.is_keras_tensor(x) or "Tracer" in type(x).__name__:
+        return None
+    try:
+        return keras.ops.convert_to_numpy(x)
+    except Exception:  # symbolic TF tensors inside a graph, torch fake tensors, ...
+        return None
+
+
+def check_token_ids(token_ids, vocabulary_size, name="token_ids"):
+    """Raise a clear error for token ids outside [0, vocabulary_size) when they are concrete."""
+    values = concrete_numpy(token_ids)
+    if values is None or values.size == 0:
+        return
+    if not np.issubdtype(values.dtype, np.integer):
+        return
+    low, high = int(values.min()), int(values.max())
+    if low < 0 or high >= vocabulary_size:
+        bad = high if high >= vocabulary_size else low
+        raise ValueError(
+            f"`{name}` holds id {bad}, outside the vocabulary: ids must be in "
+            f"[0, {vocabulary_size - 1}] (vocabulary_size={vocabulary_size})."
+        )
+
+
+def check_sequence_length(length, max_sequence_length, name="token_ids"):
+    if length is not None and max_sequence_length is not None and length > max_sequence_length:
+        raise ValueError(
+            f"`{name}` has length {length}, longer than max_sequence_length="
+            f"{max_sequence_length}; truncate the input or build the model with a larger "
+            "`max_sequence_length`."
+        )
