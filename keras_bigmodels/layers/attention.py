@@ -269,6 +269,12 @@ class MultiHeadAttention(keras.layers.Layer):
             mask = None
         if bias is not None:
             bias = ops.cast(bias, q.dtype)
+        groups = self.num_heads // self.num_key_value_heads
+        if backend == "tensorflow" and groups > 1:
+            # Keras' TensorFlow path mishandles some head groupings; it has no fused
+            # kernel to lose, so expand the key/value heads.
+            k = ops.repeat(k, groups, axis=2)
+            v = ops.repeat(v, groups, axis=2)
         return ops.dot_product_attention(q, k, v, bias=bias, mask=mask, scale=scale)
 
     def _explicit(self, q, k, v, mask, bias, scale, training):

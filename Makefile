@@ -1,0 +1,41 @@
+# The two commands of the README: `make demo` and `make test`.
+PYTHON ?= python3
+PIP ?= $(PYTHON) -m pip
+BACKENDS ?= jax tensorflow torch
+PYTEST_ARGS ?= -q
+export TF_CPP_MIN_LOG_LEVEL ?= 3
+
+.PHONY: demo test test-one install-demo install-test bench install-bench
+
+install-demo:
+	$(PIP) install -q -e ".[jax,guides]"
+
+# Installs, then runs the quickstart guide on the embedded default data.
+demo: install-demo
+	KERAS_BACKEND=jax $(PYTHON) guides/quickstart_gpt.py
+
+install-test:
+	$(PIP) install -q -e ".[all,test]"
+
+# Runs the suite once per backend; fails if any backend fails.
+test: install-test
+	@status=0; \
+	for backend in $(BACKENDS); do \
+		echo "=== KERAS_BACKEND=$$backend ==="; \
+		KERAS_BACKEND=$$backend $(PYTHON) -m pytest $(PYTEST_ARGS) tests || status=1; \
+	done; \
+	exit $$status
+
+# One backend only: make test-one BACKEND=torch
+test-one:
+	KERAS_BACKEND=$(BACKEND) $(PYTHON) -m pytest $(PYTEST_ARGS) tests
+
+install-bench:
+	$(PIP) install -q -e ".[all,bench]"
+
+bench: install-bench
+	@for backend in $(BACKENDS); do \
+		for script in benchmarks/bench_*.py; do \
+			KERAS_BACKEND=$$backend $(PYTHON) $$script || exit 1; \
+		done; \
+	done

@@ -1,0 +1,148 @@
+import keras
+import numpy as np
+import pytest
+
+from keras_bigmodels.layers import MultiHeadAttention, RelativePositionBias
+from tests.testing import assert_layer_roundtrip, to_numpy
+
+
+def numpy_attention(layer, query, value, mask=None, bias=None):
+    """softmax(Q K^T / sqrt(d_k) + bias) V with the layer's weights, in numpy float64."""
+    w = {v.path.split("/", 1)[1]: to_numpy(v).astype(np.float64) for v in layer.weights}
+    q = np.einsum("btd,dnh->btnh", query, w["query/kernel"]) + w["query/bias"]
+    k = np.einsum("bsd,dnh->bsnh", value, w["key/kernel"]) + w["key/bias"]
+    v = np.einsum("bsd,dnh->bsnh", value, w["value/kernel"]) + w["value/bias"]
+    groups = q.shape[2] // k.shape[2]
+    k, v = np.repeat(k, groups, axis=2), np.repeat(v, groups, axis=2)
+    logits = np.einsum("btnh,bsnh->bnts", q, k) / np.sqrt(q.shape[-1])
+    if bias is not None:
+        logits = logits + bias
+    if mask is not None:
+        logits = np.where(mask, logits, -1e9)
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    out = np.einsum("bnts,bsnh->btnh", probs, v)
+    return np.einsum("btnh,nhd->btd", out, w["output/kernel"]) + w["output/bias"], probs
+
+
+def rand(*shape):
+    return np.random.RandomState(sum(shape)).normal(size=shape).astype("float32")
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("kv_heads", [4, 2, 1])
+def test_matches_numpy_formula_with_masks(fused, kv_heads):
+    x = rand(2, 6, 16)
+    padding = np.array([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]], bool)
+    layer = MultiHeadAttention(num_heads=4, num_key_value_heads=kv_heads, use_fused=fused)
+    out = layer(x, padding_mask=padding, use_causal_mask=True)
+    mask = padding[:, None, None, :] & np.tril(np.ones((6, 6), bool))[None, None]
+    expected, _ = numpy_attention(layer, x.astype(np.float64), x.astype(np.float64), mask)
+    np.testing.assert_allclose(to_numpy(out), expected, atol=1e-4)
+
+
+def test_cross_attention_with_attention_mask_and_bias():
+    x, memory = rand(2, 3, 16), rand(2, 5, 12)
+    attention_mask = np.random.RandomState(1).rand(2, 3, 5) > 0.3
+    attention_mask[..., 0] = True
+    bias = rand(1, 2, 3, 5)
+    layer = MultiHeadAttention(num_heads=2, key_dim=8)
+    out = layer(x, memory, attention_mask=attention_mask, attention_bias=bias)
+    expected, _ = numpy_attention(layer, x.astype(np.float64), memory.astype(np.float64),
+                                  attention_mask[:, None], bias)
+    np.testing.assert_allclose(to_numpy(out), expected, atol=1e-4)
+    assert out.shape == (2, 3, 16)
+
+
+def test_fused_and_explicit_paths_agree():
+    x = rand(2, 7, 32)
+    bias = rand(1, 4, 7, 7)
+    layer = MultiHeadAttention(num_heads=4, num_key_value_heads=2)
+    padding = np.array([[1] * 7, [0, 0, 1, 1, 1, 1, 1]], bool)  # left padding
+    fused = to_numpy(layer(x, padding_mask=padding, attention_bias=bias, use_causal_mask=True))
+    layer.use_fused = False
+    explicit = to_numpy(layer(x, padding_mask=padding, attention_bias=bias, use_causal_mask=True))
+    np.testing.assert_allclose(fused, explicit, atol=1e-5)
+    assert np.isfinite(fused).all(), "a fully masked row must not produce NaNs"
+
+
+def test_causal_attention_never_attends_forward():
+    x = rand(1, 8, 16)
+    layer = MultiHeadAttention(num_heads=2)
+    _, scores = layer(x, use_causal_mask=True, return_attention_scores=True)
+    scores = to_numpy(scores)
+    assert np.all(np.triu(scores[0, 0], k=1) < 1e-7)
+    # Changing a later token leaves every earlier output unchanged.
+    y = x.copy()
+    y[0, 5:] += 1.0
+    a = to_numpy(layer(x, use_causal_mask=True))
+    b = to_numpy(layer(y, use_causal_mask=True))
+    np.testing.assert_allclose(a[:, :5], b[:, :5], atol=1e-6)
+    assert not np.allclose(a[:, 5:], b[:, 5:])
+
+
+@pytest.mark.parametrize("kv_heads", [4, 1])
+def test_kv_cache_incremental_decoding_equals_full_sequence(kv_heads):
+    x = rand(2, 6, 16)
+    layer = MultiHeadAttention(num_heads=4, num_key_value_heads=kv_heads)
+    full = to_numpy(layer(x, use_causal_mask=True))
+    cache = np.zeros((2, 2, 8, kv_heads, 4), "float32")
+    # A 3-token prompt, then one token at a time.
+    out, cache = layer(x[:, :3], cache=cache, cache_update_index=0, use_causal_mask=True)
+    steps = [to_numpy(out)]
+    for i in range(3, 6):
+        out, cache = layer(x[:, i:i + 1], cache=cache, cache_update_index=i,
+                           use_causal_mask=True)
+        steps.append(to_numpy(out))
+    np.testing.assert_allclose(np.concatenate(steps, axis=1), full, atol=1e-5)
+
+
+def test_relative_bias_from_layer_matches_numpy():
+    x = rand(1, 5, 8)
+    rel = RelativePositionBias(num_heads=2, num_buckets=8, max_distance=16)
+    bias = rel(query_length=5, key_length=5)
+    layer = MultiHeadAttention(num_heads=2)
+    out = layer(x, attention_bias=bias)
+    expected, _ = numpy_attention(layer, x.astype(np.float64), x.astype(np.float64),
+                                  bias=to_numpy(bias).astype(np.float64))
+    np.testing.assert_allclose(to_numpy(out), expected, atol=1e-4)
+
+
+def test_attention_dropout_only_in_training():
+    x = rand(2, 4, 8)
+    layer = MultiHeadAttention(num_heads=2, dropout=0.5)
+    a = to_numpy(layer(x))
+    np.testing.assert_allclose(to_numpy(layer(x)), a, atol=1e-6)
+    assert not np.allclose(to_numpy(layer(x, training=True)), a)
+
+
+def test_config_roundtrip(tmp_path):
+    layer = MultiHeadAttention(num_heads=4, num_key_value_heads=2, dropout=0.1, scale=0.5)
+    clone = assert_layer_roundtrip(layer, rand(2, 3, 16), tmp_path)
+    assert clone.get_config() == layer.get_config()
+
+
+def test_keras_file_save_load(tmp_path):
+    inputs = keras.Input((5, 16))
+    outputs = MultiHeadAttention(num_heads=2)(inputs, use_causal_mask=True)
+    model = keras.Model(inputs, outputs)
+    from tests.testing import assert_saved_model_matches
+    assert_saved_model_matches(model, rand(2, 5, 16), tmp_path)
+
+
+def test_bad_input_errors():
+    with pytest.raises(ValueError, match="num_key_value_heads"):
+        MultiHeadAttention(num_heads=4, num_key_value_heads=3)
+    with pytest.raises(ValueError, match="num_heads"):
+        MultiHeadAttention(num_heads=0)
+    with pytest.raises(ValueError, match="must divide by `num_heads`"):
+        MultiHeadAttention(num_heads=3)(rand(1, 2, 16))
+    layer = MultiHeadAttention(num_heads=2)
+    with pytest.raises(ValueError, match="padding_mask"):
+        layer(rand(1, 4, 8), padding_mask=np.ones((1, 5), bool))
+    with pytest.raises(ValueError, match="attention_mask"):
+        layer(rand(1, 4, 8), attention_mask=np.ones((1, 4, 3), bool))
+    with pytest.raises(ValueError, match="cache holds 4 positions"):
+        layer(rand(1, 2, 8), cache=np.zeros((1, 2, 4, 2, 4), "float32"), cache_update_index=3)
+    with pytest.raises(ValueError, match="cache_update_index"):
+        layer(rand(1, 2, 8), cache=np.zeros((1, 2, 4, 2, 4), "float32"))
