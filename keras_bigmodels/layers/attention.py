@@ -11,6 +11,29 @@ from keras_bigmodels.utils import check_in, check_positive_int
 MASK_VALUE = -1e9
 
 
+_FUSED_DEFAULT = None
+
+
+def fused_by_default():
+    """Whether `keras.ops.dot_product_attention` beats the explicit path here.
+
+    Measured (benchmarks/bench_attention.py): torch's SDPA wins on CPU and GPU; JAX's
+    fused call wins on GPU/TPU (cuDNN / splash kernels) but is slower than the explicit
+    einsums on CPU; TensorFlow has no fused kernel.
+    """
+    global _FUSED_DEFAULT
+    if _FUSED_DEFAULT is None:
+        backend = keras.backend.backend()
+        if backend == "torch":
+            _FUSED_DEFAULT = True
+        elif backend == "jax":
+            devices = keras.distribution.list_devices()
+            _FUSED_DEFAULT = not all(d.lower().startswith("cpu") for d in devices)
+        else:
+            _FUSED_DEFAULT = False
+    return _FUSED_DEFAULT
+
+
 def causal_mask(query_length, key_length, offset=0):
     """Boolean [query_length, key_length] mask; query i sees keys j <= offset + i."""
     rows = ops.arange(query_length)[:, None] + offset
@@ -59,7 +82,8 @@ class MultiHeadAttention(keras.layers.Layer):
         dropout: dropout rate on the attention probabilities.
         scale: multiplier of the logits; defaults to `1 / sqrt(key_dim)` (T5 uses 1.0).
         use_fused: use `keras.ops.dot_product_attention` whenever it can compute the
-            result (no attention dropout in training, no scores requested).
+            result (no attention dropout in training, no scores requested). None picks
+            whichever is faster on this backend and device (`fused_by_default`).
         kernel_initializer, bias_initializer: initializers of the projections.
 
     Call args:
@@ -92,7 +116,7 @@ class MultiHeadAttention(keras.layers.Layer):
         use_bias=True,
         dropout=0.0,
         scale=None,
-        use_fused=True,
+        use_fused=None,
         kernel_initializer="glorot_uniform",
         bias_initializer="zeros",
         output_kernel_initializer=None,
@@ -255,7 +279,8 @@ class MultiHeadAttention(keras.layers.Layer):
         """Attention on projected heads: q [b, t, h, d], k/v [b, s, kvh, d]."""
         scale = self.scale if self.scale is not None else 1.0 / float(self._key_dim) ** 0.5
         dropping = bool(training) and self.dropout > 0
-        if self.use_fused and not return_scores and not dropping:
+        use_fused = fused_by_default() if self.use_fused is None else self.use_fused
+        if use_fused and not return_scores and not dropping:
             return self._fused(q, k, v, mask, bias, scale), None
         return self._explicit(q, k, v, mask, bias, scale, training)
 

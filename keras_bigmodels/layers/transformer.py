@@ -36,7 +36,7 @@ class _Block(keras.layers.Layer):
         layer_norm_epsilon=1e-5,
         use_bias=True,
         attention_scale=None,
-        use_fused_attention=True,
+        use_fused_attention=None,
         kernel_initializer="glorot_uniform",
         output_kernel_initializer=None,
         **kwargs,

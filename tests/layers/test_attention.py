@@ -57,7 +57,7 @@ def test_cross_attention_with_attention_mask_and_bias():
 def test_fused_and_explicit_paths_agree():
     x = rand(2, 7, 32)
     bias = rand(1, 4, 7, 7)
-    layer = MultiHeadAttention(num_heads=4, num_key_value_heads=2)
+    layer = MultiHeadAttention(num_heads=4, num_key_value_heads=2, use_fused=True)
     padding = np.array([[1] * 7, [0, 0, 1, 1, 1, 1, 1]], bool)  # left padding
     fused = to_numpy(layer(x, padding_mask=padding, attention_bias=bias, use_causal_mask=True))
     layer.use_fused = False
