@@ -240,6 +240,14 @@ class MultiHeadAttention(keras.layers.Layer):
         if cache is not None:
             if cache_update_index is None:
                 raise ValueError("`cache_update_index` is required when `cache` is given.")
+            expected = (2, self.num_key_value_heads, self._key_dim)
+            got = (cache.shape[1],) + tuple(cache.shape[3:])
+            if len(cache.shape) != 5 or got != expected:
+                raise ValueError(
+                    "`cache` must have shape [batch, 2, max_length, num_key_value_heads="
+                    f"{self.num_key_value_heads}, key_dim={self._key_dim}]; received "
+                    f"{tuple(cache.shape)}."
+                )
             max_length = cache.shape[2]
             length = q.shape[1]
             if (

@@ -144,5 +144,7 @@ def test_bad_input_errors():
         layer(rand(1, 4, 8), attention_mask=np.ones((1, 4, 3), bool))
     with pytest.raises(ValueError, match="cache holds 4 positions"):
         layer(rand(1, 2, 8), cache=np.zeros((1, 2, 4, 2, 4), "float32"), cache_update_index=3)
+    with pytest.raises(ValueError, match="num_key_value_heads=2, key_dim=4"):
+        layer(rand(1, 2, 8), cache=np.zeros((1, 2, 4, 2, 8), "float32"), cache_update_index=0)
     with pytest.raises(ValueError, match="cache_update_index"):
         layer(rand(1, 2, 8), cache=np.zeros((1, 2, 4, 2, 4), "float32"))
