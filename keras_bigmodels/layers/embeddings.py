@@ -63,6 +63,8 @@ class TransformerEmbedding(keras.layers.Layer):
         token_ids: [batch, length] ints.
         segment_ids: [batch, length] ints, when `num_segments > 0`.
         start_index: position of the first token (incremental decoding).
+        position_ids: optional [batch, length] explicit rows of the learned position table
+            (RoBERTa numbers positions from its non-padding tokens); overrides `start_index`.
 
     Example:
     >>> layer = TransformerEmbedding(100, 16, max_sequence_length=8, num_segments=2)
@@ -133,7 +135,7 @@ class TransformerEmbedding(keras.layers.Layer):
         self.dropout_layer = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
         self.built = True
 
-    def call(self, token_ids, segment_ids=None, start_index=0, training=None):
+    def call(self, token_ids, segment_ids=None, start_index=0, position_ids=None, training=None):
         length = token_ids.shape[1]
         if isinstance(start_index, int) and length is not None and self.position == "learned":
             if length + start_index > self.max_sequence_length:
@@ -145,7 +147,10 @@ class TransformerEmbedding(keras.layers.Layer):
         x = self.token_embedding(token_ids, training=training)
         if self.scale:
             x = x * ops.cast(ops.sqrt(float(self.embedding_dim or self.hidden_dim)), x.dtype)
-        if self.position is not None:
+        if position_ids is not None and self.position == "learned":
+            table = ops.cast(self.position_embedding.embeddings, x.dtype)
+            x = x + ops.take(table, ops.cast(position_ids, "int32"), axis=0)
+        elif self.position is not None:
             x = x + self.position_embedding(x, start_index=start_index + self.position_offset)
         if self.num_segments:
             if segment_ids is None:
@@ -157,7 +162,8 @@ class TransformerEmbedding(keras.layers.Layer):
             x = self.embedding_projection(x)
         return self.dropout_layer(x, training=training)
 
-    def compute_output_spec(self, token_ids, segment_ids=None, start_index=0, training=None):
+    def compute_output_spec(self, token_ids, segment_ids=None, start_index=0, position_ids=None,
+                            training=None):
         return keras.KerasTensor(token_ids.shape + (self.hidden_dim,), dtype=self.compute_dtype)
 
     def get_config(self):

@@ -1,0 +1,377 @@
+"""What users fit on a BERT backbone: MLM+NSP/SOP pretraining and fine-tuning heads."""
+
+import keras
+from keras import ops
+
+from keras_bigmodels.layers.feedforward import get_activation
+from keras_bigmodels.models.base import Task
+from keras_bigmodels.models.bert.backbone import BertBackbone
+from keras_bigmodels.utils import check_in, check_positive_int
+
+SENTENCE_TASKS = ("nsp", "sop", None)
+
+
+def _initializer(backbone):
+    return keras.initializers.TruncatedNormal(stddev=backbone.initializer_range)
+
+
+def _backbone_inputs(backbone):
+    return {name: keras.Input(shape=(None,), dtype="int32", name=name)
+            for name in ("token_ids", "segment_ids", "padding_mask")}
+
+
+def _adamw(learning_rate):
+    optimizer = keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=0.01)
+    # BERT does not decay LayerNorm scales or biases.
+    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+    return optimizer
+
+
+@keras.saving.register_keras_serializable(package="keras_bigmodels")
+class MaskedLMHead(keras.layers.Layer):
+    """BERT's MLM head: dense + activation + LayerNorm, then the tied token table + bias.
+
+    Args:
+        token_embedding: the backbone's `TokenEmbedding` (output weights are tied to it).
+        activation: of the transform ("gelu"; ALBERT "gelu_approximate").
+        layer_norm_epsilon: of the transform's LayerNorm.
+
+    Call args:
+        inputs: [batch, length, hidden] sequence output.
+        mask_positions: [batch, predictions] positions to predict (all when None); only
+            those rows go through the vocabulary projection.
+
+    Example:
+    >>> head = MaskedLMHead(backbone.token_embedding)
+    >>> logits = head(sequence_output, mask_positions)  # [batch, predictions, vocabulary]
+    """
+
+    def __init__(self, token_embedding, activation="gelu", layer_norm_epsilon=1e-12,
+                 kernel_initializer="glorot_uniform", **kwargs):
+        super().__init__(**kwargs)
+        self.token_embedding = token_embedding
+        self.activation = activation
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+
+    def build(self, inputs_shape, mask_positions_shape=None):
+        vocabulary_size, embedding_dim = self.token_embedding.input_dim, self.token_embedding.output_dim
+        self._activation_fn = get_activation(self.activation)
+        self.dense = keras.layers.Dense(embedding_dim, kernel_initializer=self.kernel_initializer,
+                                        dtype=self.dtype_policy, name="dense")
+        self.dense.build(inputs_shape)
+        self.norm = keras.layers.LayerNormalization(epsilon=self.layer_norm_epsilon,
+                                                    dtype=self.dtype_policy, name="norm")
+        self.norm.build(tuple(inputs_shape[:-1]) + (embedding_dim,))
+        self.bias = self.add_weight(name="bias", shape=(vocabulary_size,), initializer="zeros")
+        self.built = True
+
+    def call(self, inputs, mask_positions=None):
+        if mask_positions is not None:
+            index = ops.cast(mask_positions, "int32")[:, :, None]
+            inputs = ops.take_along_axis(inputs, index, axis=1)
+        x = self.norm(self._activation_fn(self.dense(inputs)))
+        logits = self.token_embedding(x, reverse=True)
+        return logits + ops.cast(self.bias, logits.dtype)
+
+    def compute_output_spec(self, inputs, mask_positions=None):
+        length = inputs.shape[1] if mask_positions is None else mask_positions.shape[1]
+        return keras.KerasTensor((inputs.shape[0], length, self.token_embedding.input_dim),
+                                 dtype=self.compute_dtype)
+
+    def get_config(self):
+        # The tied table comes from the task that builds the head, never from this config.
+        config = super().get_config()
+        config.update(activation=self.activation, layer_norm_epsilon=self.layer_norm_epsilon,
+                      kernel_initializer=keras.initializers.serialize(self.kernel_initializer))
+        return config
+
+
+class _BertTask(Task):
+    backbone_cls = BertBackbone
+
+    @classmethod
+    def from_backbone(cls, backbone, **kwargs):
+        """The task on an existing (e.g. pretrained) backbone.
+
+        Example:
+        >>> classifier = BertClassifier.from_backbone(pretrainer.backbone, num_classes=2)
+        """
+        return cls(backbone=backbone, **kwargs)
+
+    def _set_backbone(self, backbone, freeze_backbone):
+        self.backbone = backbone
+        self.freeze_backbone = freeze_backbone
+        if freeze_backbone:
+            backbone.trainable = False
+
+
+@keras.saving.register_keras_serializable(package="keras_bigmodels")
+class BertPretrainer(_BertTask):
+    """BERT pretraining: masked LM (tied output) + next-sentence or sentence-order head.
+
+    Loss L = L_MLM + L_NSP (or L_SOP), the MLM term only on the masked positions (pass
+    `mask_weights` as the MLM sample weight); reports MLM accuracy on those positions.
+
+    Args:
+        backbone: a `BertBackbone`.
+        sentence_task: "nsp" (BERT), "sop" (ALBERT), None (RoBERTa) or "auto" (from the
+            backbone: RoBERTa positions -> None, shared layers -> "sop", else "nsp").
+
+    Inputs: dict of `token_ids`, `segment_ids`, `padding_mask`, `mask_positions`.
+    Outputs: dict `mlm` [batch, predictions, vocabulary] (+ `nsp`/`sop` [batch, 2]).
+
+    Example:
+    >>> pretrainer = BertPretrainer.from_preset("bert-tiny", backbone_overrides={"vocabulary_size": 1000})
+    >>> pretrainer.fit(masked_lm_dataset(...), epochs=1)
+    """
+
+    def __init__(self, backbone, sentence_task="auto", freeze_backbone=False, **kwargs):
+        if sentence_task == "auto":
+            if backbone.position_offset:
+                sentence_task = None
+            else:
+                sentence_task = "sop" if backbone.share_layers else "nsp"
+        check_in("sentence_task", sentence_task, SENTENCE_TASKS)
+        inputs = _backbone_inputs(backbone)
+        inputs["mask_positions"] = keras.Input(shape=(None,), dtype="int32",
+                                               name="mask_positions")
+        features = backbone({k: inputs[k] for k in ("token_ids", "segment_ids", "padding_mask")})
+        mlm_head = MaskedLMHead(
+            backbone.token_embedding,
+            activation=backbone.activation,
+            layer_norm_epsilon=backbone.layer_norm_epsilon,
+            kernel_initializer=_initializer(backbone),
+            dtype=backbone.dtype_policy,
+            name="mlm_head",
+        )
+        outputs = {"mlm": mlm_head(features["sequence_output"], inputs["mask_positions"])}
+        sentence_head = None
+        if sentence_task:
+            sentence_head = keras.layers.Dense(2, kernel_initializer=_initializer(backbone),
+                                               dtype=backbone.dtype_policy,
+                                               name=f"{sentence_task}_head")
+            outputs[sentence_task] = sentence_head(features["pooled_output"])
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+        self._set_backbone(backbone, freeze_backbone)
+        self.sentence_task = sentence_task
+        self.mlm_head = mlm_head
+        self.sentence_head = sentence_head
+        self.compile()
+
+    def compile(self, optimizer=None, loss=None, metrics=None, weighted_metrics=None,
+                learning_rate=1e-4, **kwargs):
+        """AdamW (BERT's weight decay 0.01) on L_MLM + L_sentence, MLM accuracy reported."""
+        sce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        if loss is None:
+            loss = {"mlm": sce}
+            if self.sentence_task:
+                loss[self.sentence_task] = keras.losses.SparseCategoricalCrossentropy(
+                    from_logits=True)
+        if weighted_metrics is None:
+            weighted_metrics = {"mlm": [keras.metrics.SparseCategoricalAccuracy("accuracy")]}
+        if metrics is None and self.sentence_task:
+            metrics = {self.sentence_task: [keras.metrics.SparseCategoricalAccuracy("accuracy")]}
+        super().compile(optimizer=optimizer or _adamw(learning_rate), loss=loss, metrics=metrics,
+                        weighted_metrics=weighted_metrics, **kwargs)
+
+    @classmethod
+    def from_huggingface(cls, path, **kwargs):
+        """Backbone + MLM head (+ NSP/SOP head) from `BertForPreTraining`,
+        `RobertaForMaskedLM`, `AlbertForPreTraining`, `*ForMaskedLM` checkpoint dirs.
+
+        Example:
+        >>> pretrainer = BertPretrainer.from_huggingface("checkpoints/bert-base-uncased")
+        """
+        from keras_bigmodels.checkpoints import read_checkpoint
+        from keras_bigmodels.models.bert import huggingface as hf
+
+        hf_config, weights = read_checkpoint(path)
+        kind = hf.model_type(hf_config)
+        backbone = BertBackbone(**hf.backbone_kwargs(hf_config))
+        sentence_name = hf.SENTENCE_HEAD_NAMES.get(kind)
+        has_sentence = sentence_name is not None and f"{sentence_name}.weight" in weights
+        kwargs.setdefault("sentence_task", {"bert": "nsp", "albert": "sop"}[kind]
+                          if has_sentence else None)
+        model = cls(backbone=backbone, **kwargs)
+        loader = hf.make_loader(weights, ignore=hf.TIED_DECODERS)
+        hf.assign_backbone(backbone, loader, kind)
+        hf.assign_mlm_head(model.mlm_head, loader, kind)
+        if model.sentence_head is not None:
+            hf._dense(loader, model.sentence_head, sentence_name)
+        loader.finish()
+        return model
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(sentence_task=self.sentence_task, freeze_backbone=self.freeze_backbone)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_bigmodels")
+class BertClassifier(_BertTask):
+    """Sequence classification on the pooled [CLS] output (GLUE-style fine-tuning).
+
+    Args:
+        backbone: a `BertBackbone`.
+        num_classes: number of labels.
+        dropout: on the pooled output (0.1 in BERT).
+        freeze_backbone: train only the head.
+
+    Example:
+    >>> classifier = BertClassifier.from_preset("bert-tiny", num_classes=2)
+    >>> classifier.fit({"token_ids": ids, "segment_ids": seg, "padding_mask": mask}, labels)
+    """
+
+    def __init__(self, backbone, num_classes, dropout=0.1, freeze_backbone=False, **kwargs):
+        check_positive_int("num_classes", num_classes)
+        inputs = _backbone_inputs(backbone)
+        pooled = backbone(inputs)["pooled_output"]
+        pooled = keras.layers.Dropout(dropout, name="classifier_dropout")(pooled)
+        head = keras.layers.Dense(num_classes, kernel_initializer=_initializer(backbone),
+                                  dtype=backbone.dtype_policy, name="classifier")
+        super().__init__(inputs=inputs, outputs=head(pooled), **kwargs)
+        self._set_backbone(backbone, freeze_backbone)
+        self.num_classes = num_classes
+        self.dropout = dropout
+        self.classifier = head
+        self.compile()
+
+    def compile(self, optimizer=None, loss=None, metrics=None, learning_rate=5e-5, **kwargs):
+        """AdamW at BERT's fine-tuning learning rate, cross-entropy, accuracy."""
+        super().compile(
+            optimizer=optimizer or _adamw(learning_rate),
+            loss=loss or keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=metrics or [keras.metrics.SparseCategoricalAccuracy("accuracy")],
+            **kwargs,
+        )
+
+    @classmethod
+    def from_huggingface(cls, path, **kwargs):
+        """From a `BertForSequenceClassification` / `AlbertForSequenceClassification` dir.
+
+        Example:
+        >>> classifier = BertClassifier.from_huggingface("checkpoints/bert-sst2")
+        """
+        from keras_bigmodels.checkpoints import read_checkpoint
+        from keras_bigmodels.models.bert import huggingface as hf
+
+        hf_config, weights = read_checkpoint(path)
+        kind = hf.model_type(hf_config)
+        if kind == "roberta":
+            raise ValueError(
+                "RobertaForSequenceClassification uses a two-layer head on <s> that "
+                "BertClassifier does not build; load the backbone with "
+                "BertBackbone.from_huggingface and fine-tune a BertClassifier on it."
+            )
+        if "classifier.weight" not in weights:
+            raise ValueError(f"`{path}` has no `classifier.weight`: not a sequence classifier.")
+        backbone = BertBackbone(**hf.backbone_kwargs(hf_config))
+        kwargs.setdefault("num_classes", weights["classifier.weight"].shape[0])
+        kwargs.setdefault("dropout", hf_config.get("classifier_dropout_prob")
+                          or hf_config.get("classifier_dropout")
+                          or hf_config.get("hidden_dropout_prob", 0.1))
+        model = cls(backbone=backbone, **kwargs)
+        loader = hf.make_loader(weights)
+        hf.assign_backbone(backbone, loader, kind)
+        hf._dense(loader, model.classifier, "classifier")
+        loader.finish()
+        return model
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(num_classes=self.num_classes, dropout=self.dropout,
+                      freeze_backbone=self.freeze_backbone)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_bigmodels")
+class BertTokenClassifier(_BertTask):
+    """Per-token labels (NER, tagging) from the sequence output.
+
+    Args:
+        backbone, num_classes, dropout, freeze_backbone: as in `BertClassifier`.
+
+    Example:
+    >>> tagger = BertTokenClassifier.from_preset("bert-tiny", num_classes=9)
+    >>> tagger.fit(inputs, labels, sample_weight=inputs["padding_mask"])
+    """
+
+    def __init__(self, backbone, num_classes, dropout=0.1, freeze_backbone=False, **kwargs):
+        check_positive_int("num_classes", num_classes)
+        inputs = _backbone_inputs(backbone)
+        x = backbone(inputs)["sequence_output"]
+        x = keras.layers.Dropout(dropout, name="classifier_dropout")(x)
+        head = keras.layers.Dense(num_classes, kernel_initializer=_initializer(backbone),
+                                  dtype=backbone.dtype_policy, name="classifier")
+        super().__init__(inputs=inputs, outputs=head(x), **kwargs)
+        self._set_backbone(backbone, freeze_backbone)
+        self.num_classes = num_classes
+        self.dropout = dropout
+        self.compile()
+
+    def compile(self, optimizer=None, loss=None, weighted_metrics=None, learning_rate=5e-5,
+                **kwargs):
+        """Cross-entropy per token; pass `padding_mask` as sample weight to skip padding."""
+        super().compile(
+            optimizer=optimizer or _adamw(learning_rate),
+            loss=loss or keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            weighted_metrics=weighted_metrics
+            or [keras.metrics.SparseCategoricalAccuracy("accuracy")],
+            **kwargs,
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(num_classes=self.num_classes, dropout=self.dropout,
+                      freeze_backbone=self.freeze_backbone)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_bigmodels")
+class BertQuestionAnswerer(_BertTask):
+    """Extractive QA (SQuAD): start and end logits over the tokens of the passage.
+
+    Padding positions get a large negative logit so that spans stay inside the input.
+
+    Args:
+        backbone, freeze_backbone: as in `BertClassifier`.
+
+    Outputs: dict `start_logits`, `end_logits`, each [batch, length].
+
+    Example:
+    >>> qa = BertQuestionAnswerer.from_preset("bert-tiny")
+    >>> qa.fit(inputs, {"start_logits": starts, "end_logits": ends})
+    """
+
+    def __init__(self, backbone, freeze_backbone=False, **kwargs):
+        inputs = _backbone_inputs(backbone)
+        x = backbone(inputs)["sequence_output"]
+        head = keras.layers.Dense(2, kernel_initializer=_initializer(backbone),
+                                  dtype=backbone.dtype_policy, name="qa_outputs")
+        logits = head(x)
+        padding = ops.cast(inputs["padding_mask"], logits.dtype)
+        logits = logits + (1.0 - padding[:, :, None]) * -1e9
+        outputs = {"start_logits": logits[..., 0], "end_logits": logits[..., 1]}
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+        self._set_backbone(backbone, freeze_backbone)
+        self.compile()
+
+    def compile(self, optimizer=None, loss=None, metrics=None, learning_rate=5e-5, **kwargs):
+        """Mean of start and end cross-entropies (BERT section 4.2)."""
+        sce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        super().compile(
+            optimizer=optimizer or _adamw(learning_rate),
+            loss=loss or {"start_logits": sce, "end_logits": sce},
+            loss_weights=kwargs.pop("loss_weights", {"start_logits": 0.5, "end_logits": 0.5}),
+            metrics=metrics or {
+                "start_logits": [keras.metrics.SparseCategoricalAccuracy("accuracy")],
+                "end_logits": [keras.metrics.SparseCategoricalAccuracy("accuracy")],
+            },
+            **kwargs,
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(freeze_backbone=self.freeze_backbone)
+        return config
