@@ -3,3 +3,6 @@
 from keras_bigmodels.models.base import Backbone, Task
 from keras_bigmodels.models.vit import ViTBackbone, ViTImageClassifier
 from keras_bigmodels.models.swin import SwinBackbone, SwinImageClassifier
+from keras_bigmodels.models.bert import (AlbertBackbone, BertBackbone, BertClassifier,  # noqa: F401
+                                         BertPretrainer, BertQuestionAnswerer,
+                                         BertTokenClassifier, RobertaBackbone)
