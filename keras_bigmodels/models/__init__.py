@@ -6,3 +6,4 @@ from keras_bigmodels.models.swin import SwinBackbone, SwinImageClassifier
 from keras_bigmodels.models.bert import (AlbertBackbone, BertBackbone, BertClassifier,  # noqa: F401
                                          BertPretrainer, BertQuestionAnswerer,
                                          BertTokenClassifier, RobertaBackbone)
+from keras_bigmodels.models.gpt import GPTBackbone, GPTCausalLM  # noqa: F401

@@ -1,0 +1,138 @@
+"""The decode loop with a KV cache, generic over models (GPT, T5, BART, ...).
+
+A model supplies `next_logits(token_ids, cache, index) -> (logits, cache)`: the logits
+[batch, length, vocabulary] of `token_ids` [batch, length] written at position `index`,
+and the updated cache (any nest of tensors whose first axis is the batch). The loop works
+on a fixed-shape buffer `token_ids` [batch, total_length] holding right-padded prompts and
+a boolean `prompt_mask` marking prompt positions: from `start_index` (the shortest prompt)
+it feeds one token per step and writes the sampled one wherever the row's prompt has
+ended. Because attention is causal, a row never sees the padding after its own prompt, so
+prompts of different lengths decode exactly as they would alone, and greedy decoding equals
+an uncached argmax loop. Everything is `keras.ops`, so the whole loop compiles
+(`backend_bridge.compile_function`) into one XLA program on JAX and TensorFlow.
+"""
+
+import keras
+from keras import ops
+
+NEG_INF = -1e9
+
+
+def _column(x, index):
+    return ops.slice(x, [0, index], [ops.shape(x)[0], 1])[:, 0]
+
+
+def _is_stop(tokens, stop_token_ids):
+    if not stop_token_ids:
+        return ops.zeros_like(tokens, dtype="bool")
+    stops = ops.convert_to_tensor(list(stop_token_ids), dtype="int32")
+    return ops.any(ops.equal(tokens[:, None], stops[None, :]), axis=-1)
+
+
+def decode(next_logits, cache, token_ids, prompt_mask, start_index, sampler,
+           stop_token_ids=(), uniform=None, pad_token_id=0):
+    """Greedy or sampled decoding; returns the filled `token_ids` buffer.
+
+    Args:
+        next_logits: the model's step function (see the module docstring).
+        cache: the cache after the prompt prefix `[:start_index - 1]` was written
+            (positions >= start_index - 1 are recomputed).
+        token_ids: [batch, total_length] int32 buffer, prompts right-padded.
+        prompt_mask: [batch, total_length] bool, True at prompt positions.
+        start_index: first position to generate (>= 1; the shortest prompt's length).
+        sampler: a `Sampler`.
+        stop_token_ids: ids that end a row; later positions get `pad_token_id`.
+        uniform: [total_length, batch] uniform numbers for random samplers.
+    """
+    total_length = token_ids.shape[1]
+    batch = ops.shape(token_ids)[0]
+    done = ops.zeros((batch,), dtype="bool")
+
+    def cond(index, ids, cache, done):
+        return ops.logical_and(ops.less(index, total_length),
+                               ops.logical_not(ops.all(done)))
+
+    def body(index, ids, cache, done):
+        logits, cache = next_logits(ops.slice(ids, [0, index - 1], [batch, 1]), cache,
+                                    index - 1)
+        row_uniform = None if uniform is None else ops.take(uniform, index, axis=0)
+        sampled = sampler(logits[:, -1, :], row_uniform)
+        in_prompt = _column(prompt_mask, index)
+        sampled = ops.where(done, pad_token_id, sampled)
+        tokens = ops.where(in_prompt, _column(ids, index), sampled)
+        ids = ops.slice_update(ids, [0, index], ops.cast(tokens, ids.dtype)[:, None])
+        done = ops.logical_or(
+            done, ops.logical_and(_is_stop(tokens, stop_token_ids), ops.logical_not(in_prompt))
+        )
+        return index + 1, ids, cache, done
+
+    _, token_ids, _, _ = ops.while_loop(
+        cond, body, (ops.convert_to_tensor(start_index, "int32"), token_ids, cache, done)
+    )
+    return token_ids
+
+
+def repeat_batch(tree, times):
+    """Repeat every tensor of a nest `times` along the batch axis (for beams)."""
+    return keras.tree.map_structure(lambda x: ops.repeat(x, times, axis=0), tree)
+
+
+def beam_search(next_logits, cache, token_ids, prompt_mask, start_index, num_beams,
+                stop_token_ids=(), pad_token_id=0):
+    """Beam search; returns the best beam's buffer [batch, total_length] and its log-prob.
+
+    `cache` is the prefix cache for the original batch; it is repeated per beam here.
+    A finished beam (stop token) keeps its score and is padded.
+    """
+    total_length = token_ids.shape[1]
+    batch = ops.shape(token_ids)[0]
+    k = num_beams
+    ids = repeat_batch(token_ids, k)
+    prompt_mask = repeat_batch(prompt_mask, k)
+    cache = repeat_batch(cache, k)
+    # All beams start identical: only beam 0 may expand at the first sampled step.
+    scores = ops.reshape(
+        ops.tile(ops.convert_to_tensor([0.0] + [NEG_INF] * (k - 1))[None, :], [batch, 1]), [-1]
+    )
+    done = ops.zeros((batch * k,), dtype="bool")
+
+    def cond(index, ids, cache, scores, done):
+        return ops.logical_and(ops.less(index, total_length),
+                               ops.logical_not(ops.all(done)))
+
+    def body(index, ids, cache, scores, done):
+        logits, cache = next_logits(ops.slice(ids, [0, index - 1], [batch * k, 1]), cache,
+                                    index - 1)
+        log_probs = ops.log_softmax(ops.cast(logits[:, -1, :], "float32"), axis=-1)
+        vocabulary = log_probs.shape[-1]
+        pad_only = ops.where(ops.equal(ops.arange(vocabulary), pad_token_id), 0.0, NEG_INF)
+        log_probs = ops.where(done[:, None], pad_only[None, :], log_probs)
+        total = ops.reshape(scores[:, None] + log_probs, [batch, k * vocabulary])
+        top_scores, top_index = ops.top_k(total, k)
+        beam = top_index // vocabulary
+        tokens = ops.cast(top_index % vocabulary, "int32")
+        # Rows still inside their prompt keep their beams and take the prompt token.
+        in_prompt = _column(prompt_mask, index)
+        row_in_prompt = ops.reshape(in_prompt, [batch, k])[:, :1]
+        given = ops.reshape(ops.cast(_column(ids, index), "int32"), [batch, k])
+        beam = ops.where(row_in_prompt, ops.arange(k)[None, :], beam)
+        tokens = ops.where(row_in_prompt, given, tokens)
+        top_scores = ops.where(row_in_prompt, ops.reshape(scores, [batch, k]), top_scores)
+        flat = ops.reshape(beam + ops.arange(batch)[:, None] * k, [-1])
+        ids = ops.take(ids, flat, axis=0)
+        cache = keras.tree.map_structure(lambda c: ops.take(c, flat, axis=0), cache)
+        done = ops.take(done, flat, axis=0)
+        tokens = ops.reshape(tokens, [-1])
+        ids = ops.slice_update(ids, [0, index], ops.cast(tokens, ids.dtype)[:, None])
+        done = ops.logical_or(
+            done, ops.logical_and(_is_stop(tokens, stop_token_ids), ops.logical_not(in_prompt))
+        )
+        return index + 1, ids, cache, ops.reshape(top_scores, [-1]), done
+
+    _, ids, _, scores, _ = ops.while_loop(
+        cond, body,
+        (ops.convert_to_tensor(start_index, "int32"), ids, cache, scores, done),
+    )
+    # top_k keeps beams sorted, so beam 0 is the best of each row.
+    best = ops.arange(batch) * k
+    return ops.take(ids, best, axis=0), ops.take(scores, best, axis=0)
