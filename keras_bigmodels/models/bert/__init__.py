@@ -12,3 +12,4 @@ from keras_bigmodels.models.bert.tasks import (
 from keras_bigmodels.presets import register_presets
 
 register_presets("bert", BERT_PRESETS, param_counter=bert_params)
+from keras_bigmodels.models.bert.data import BertPretrainingDataset  # noqa: E402

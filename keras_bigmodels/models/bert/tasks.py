@@ -162,7 +162,9 @@ class BertPretrainer(_BertTask):
     def compile(self, optimizer=None, loss=None, metrics=None, weighted_metrics=None,
                 learning_rate=1e-4, **kwargs):
         """AdamW (BERT's weight decay 0.01) on L_MLM + L_sentence, MLM accuracy reported."""
-        sce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        # The mean over the chosen positions only (the padding of the lists weighs 0).
+        sce = keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True, reduction="mean_with_sample_weight")
         if loss is None:
             loss = {"mlm": sce}
             if self.sentence_task:
