@@ -25,7 +25,7 @@ def pack_documents(documents, sequence_length, end_of_text_id, stride=None):
     Example:
     >>> x, y = pack_documents([[5, 6, 7], [8, 9]], sequence_length=3, end_of_text_id=0)
     >>> x.tolist(), y.tolist()
-    ([[5, 6, 7]], [[6, 7, 0]])
+    ([[5, 6, 7], [0, 8, 9]], [[6, 7, 0], [8, 9, 0]])
     """
     check_positive_int("sequence_length", sequence_length)
     stride = stride or sequence_length

@@ -189,7 +189,7 @@ class GPTCausalLM(Task):
             return output
         results = []
         for row, length in zip(output.tolist(), lengths):
-            continuation = row[length:]
+            continuation = row[length:length + max_new_tokens]
             for j, token in enumerate(continuation):
                 if token in stop_token_ids:
                     continuation = continuation[:j]

@@ -1,0 +1,169 @@
+import numpy as np
+import pytest
+import keras
+
+from keras_bigmodels import flops
+from keras_bigmodels.evaluation import build_prompt, evaluate_multiple_choice, score_choices
+from keras_bigmodels.models import GPTBackbone, GPTCausalLM
+from keras_bigmodels.models.gpt import banded_attention_bias
+from keras_bigmodels.models.gpt.config import GPT3_PAPER_PARAMS, GPT3_SIZES
+from keras_bigmodels.objectives.causal_lm import CausalLMBatches, pack_documents
+from tests.testing import assert_close, assert_saved_model_matches, to_numpy
+
+VOCAB = 101
+SMALL = dict(vocabulary_size=VOCAB, num_layers=2, num_heads=4, hidden_dim=32,
+             intermediate_dim=64, max_sequence_length=32, dropout=0.0)
+
+
+@pytest.fixture(scope="module")
+def lm():
+    keras.utils.set_random_seed(1)
+    return GPTCausalLM(GPTBackbone(**SMALL))
+
+
+def uncached_greedy(model, row, max_new_tokens):
+    # One fixed, right-padded shape (causal attention ignores the padding) so that eager
+    # backends do not recompile per length.
+    row = list(row)
+    padded = np.zeros((1, len(row) + max_new_tokens), "int32")
+    for _ in range(max_new_tokens):
+        padded[0, :len(row)] = row
+        logits = to_numpy(model(padded))
+        row.append(int(np.argmax(logits[0, len(row) - 1])))
+    return row
+
+
+def test_logits_shape_and_preset_counts(lm):
+    assert tuple(lm(np.ones((2, 7), "int32")).shape) == (2, 7, VOCAB)
+    expected = {"gpt2-small": 124_439_808, "gpt2-medium": 354_823_168,
+                "gpt2-large": 774_030_080, "gpt2-xl": 1_557_611_200, "gpt1": 116_534_784}
+    for name, count in expected.items():
+        assert flops.count_params(name) == count
+    for name in GPT3_SIZES:
+        assert abs(flops.count_params(name) / GPT3_PAPER_PARAMS[name] - 1) < 0.02, name
+
+
+@pytest.mark.parametrize("overrides", [
+    {}, {"normalize_first": False}, {"local_attention_window": 4, "key_dim": 16},
+])
+def test_analytic_count_equals_count_params(overrides):
+    config = {**SMALL, **overrides}
+    model = GPTBackbone(**config)
+    assert flops.count_params({**config, "family": "gpt"}) == model.count_params()
+    if overrides.get("normalize_first") is False:
+        assert model.final_norm is None
+
+
+def test_banded_attention():
+    bias = to_numpy(banded_attention_bias(4, 4, window=2))[0, 0]
+    assert (bias[np.tril_indices(4, -2)] < -1e8).all() and (np.diag(bias) == 0).all()
+    ids = np.random.randint(0, VOCAB, (2, 12)).astype("int32")
+    dense = GPTBackbone(**SMALL)
+    wide = GPTBackbone(**SMALL, local_attention_window=32)
+    narrow = GPTBackbone(**SMALL, local_attention_window=2)
+    wide.set_weights(dense.get_weights())
+    narrow.set_weights(dense.get_weights())
+    assert_close(wide(ids), dense(ids), atol=1e-5)
+    assert not np.allclose(to_numpy(narrow(ids)), to_numpy(dense(ids)), atol=1e-3)
+    # The cache path applies the same band: greedy equals the uncached loop.
+    lm = GPTCausalLM(narrow)
+    assert lm.generate([[3, 4, 5, 6]], max_new_tokens=6)[0] == uncached_greedy(lm, [3, 4, 5, 6], 6)
+
+
+def test_greedy_equals_uncached_argmax_loop_with_ragged_prompts(lm):
+    prompts = [[5, 6, 7], [8, 9, 10, 11, 12, 13], [1]]
+    out = lm.generate(prompts, max_new_tokens=5)
+    for prompt, row in zip(prompts, out):
+        assert row == uncached_greedy(lm, prompt, 5)
+    array = lm.generate(np.asarray([[5, 6, 7]], "int32"), max_new_tokens=5)
+    assert array.shape == (1, 8) and array[0].tolist() == out[0]
+
+
+def test_samplers_beams_and_stop_tokens(lm):
+    prompts = [[5, 6, 7], [8, 9, 10, 11]]
+    greedy = lm.generate(prompts, max_new_tokens=6)
+    assert lm.generate(prompts, max_new_tokens=6, sampler="top_k", top_k=1, seed=3) == greedy
+    assert lm.generate(prompts, max_new_tokens=6, sampler="beam", num_beams=1) == greedy
+    a = lm.generate(prompts, max_new_tokens=6, sampler="top_p", top_p=0.95, seed=7)
+    b = lm.generate(prompts, max_new_tokens=6, sampler="top_p", top_p=0.95, seed=7)
+    assert a == b and [r[:len(p)] for r, p in zip(a, prompts)] == prompts
+    sampled = lm.generate(prompts, max_new_tokens=6, sampler="random", temperature=2.0, seed=1)
+    assert all(len(r) == len(p) + 6 for r, p in zip(sampled, prompts))
+    beams = lm.generate(prompts, max_new_tokens=6, sampler="beam", num_beams=3)
+    assert [r[:len(p)] for r, p in zip(beams, prompts)] == prompts
+    assert all(len(r) == len(p) + 6 for r, p in zip(beams, prompts))
+    stop = greedy[0][4]  # the second generated token of row 0
+    stopped = lm.generate(prompts, max_new_tokens=6, stop_token_ids=[stop])
+    assert stopped[0] == greedy[0][:4]
+    with pytest.raises(ValueError, match="sampler"):
+        lm.generate(prompts, sampler="nucleus")
+    with pytest.raises(ValueError, match="max_sequence_length"):
+        lm.generate(prompts, max_new_tokens=40)
+
+
+def test_training_lowers_loss_and_save_load(tmp_path):
+    # A learnable stream: documents counting upward; packed windows with an EOS id 0.
+    documents = [list(range(1 + s, 1 + s + 20)) for s in range(0, 60, 3)]
+    x, y = pack_documents(documents, sequence_length=16, end_of_text_id=0)
+    assert (x[:, 1:] == y[:, :-1]).all()
+    lm = GPTCausalLM(GPTBackbone(**SMALL))
+    lm.compile(optimizer=keras.optimizers.Adam(5e-3))
+    history = lm.fit(x, y, batch_size=8, epochs=20, verbose=0).history
+    assert history["loss"][-1] < 0.5 * history["loss"][0]
+    assert history["perplexity"][-1] < history["perplexity"][0]
+    restored = assert_saved_model_matches(lm, x[:2], tmp_path)
+    assert restored.generate([[4, 5, 6]], max_new_tokens=3) == lm.generate([[4, 5, 6]],
+                                                                           max_new_tokens=3)
+
+
+def test_pack_documents_and_batches():
+    x, y = pack_documents([[5, 6, 7], [8, 9]], sequence_length=3, end_of_text_id=0)
+    assert x.tolist() == [[5, 6, 7], [0, 8, 9]] and y.tolist() == [[6, 7, 0], [8, 9, 0]]
+    with pytest.raises(ValueError, match="sequence_length"):
+        pack_documents([[1]], sequence_length=8, end_of_text_id=0)
+    batches = CausalLMBatches([list(range(1, 40))] * 4, 8, 0, batch_size=4)
+    bx, by = next(iter(batches))
+    assert bx.shape == by.shape == (4, 8)
+
+
+def test_few_shot_evaluation(lm):
+    prompt = build_prompt("2+2=", [("1+1=", "2"), ("1+2=", "3")], num_shots=1,
+                          instruction="Add.")
+    assert prompt == "Add.\n\n1+1= 2\n\n2+2="
+    context, choices = [5, 6, 7], [[8], [9, 10]]
+    raw = score_choices(lm, context, choices, normalize="none")
+    logp = to_numpy(keras.ops.log_softmax(lm(np.asarray([[5, 6, 7, 9, 10]], "int32")), -1))[0]
+    assert abs(raw[1] - (logp[2, 9] + logp[3, 10])) < 1e-4
+    normed = score_choices(lm, context, choices, normalize="tokens")
+    assert abs(normed[1] - raw[1] / 2) < 1e-5
+
+
+def test_huggingface_gpt2_parity(tmp_path):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from keras_bigmodels.tokenizers import Tokenizer
+
+    config = transformers.GPT2Config(vocab_size=300, n_positions=32, n_embd=32, n_layer=2,
+                                     n_head=4, resid_pdrop=0.0, embd_pdrop=0.0,
+                                     attn_pdrop=0.0, bos_token_id=0, eos_token_id=0)
+    torch.manual_seed(0)
+    reference = transformers.GPT2LMHeadModel(config).eval()
+    reference.save_pretrained(tmp_path)
+    tokenizer = Tokenizer.train_bpe(["the quick brown fox jumps over the lazy dog"] * 20, 300)
+    tokenizer.save(tmp_path)
+
+    lm = GPTCausalLM.from_huggingface(tmp_path)
+    ids = np.random.randint(0, 300, (2, 12)).astype("int32")
+    with torch.no_grad():
+        expected = reference(torch.tensor(ids, dtype=torch.long)).logits.numpy()
+        hf_greedy = reference.generate(torch.tensor(ids[:, :4], dtype=torch.long),
+                                       max_new_tokens=8, do_sample=False,
+                                       pad_token_id=0, eos_token_id=None).numpy()
+    assert_close(lm(ids), expected, atol=1e-4)
+    assert (lm.generate(ids[:, :4], max_new_tokens=8, stop_token_ids=None) == hf_greedy).all()
+    assert lm.tokenizer is not None
+    text = lm.generate("the quick", max_new_tokens=3, stop_token_ids=None)
+    assert isinstance(text, str) and text.startswith("the quick")
+    item = {"context": "the quick brown", "choices": ["fox", "dog"], "label": 0}
+    accuracy = evaluate_multiple_choice(lm, [item], examples=[item], num_shots=1)
+    assert accuracy in (0.0, 1.0)
