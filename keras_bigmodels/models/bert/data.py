@@ -22,6 +22,7 @@ class BertPretrainingDataset(keras.utils.PyDataset):
         sentence_task: "nsp", "sop" or None: the key of the sentence labels in the targets
             (must match the pretrainer's `sentence_task`).
         shuffle: reshuffle the examples every epoch.
+        drop_remainder: skip the last partial batch (one compiled shape, no retracing).
         dynamic, seed, **mask_kwargs: see `objectives.masked_lm.DynamicMasking`
             (`vocabulary_size`, `mask_token_id`, `special_token_ids`, `mask_rate`, ...).
 
@@ -33,7 +34,7 @@ class BertPretrainingDataset(keras.utils.PyDataset):
     """
 
     def __init__(self, examples, batch_size, sentence_task="nsp", shuffle=True, dynamic=True,
-                 seed=0, **mask_kwargs):
+                 seed=0, drop_remainder=True, **mask_kwargs):
         super().__init__()
         if sentence_task and "labels" not in examples:
             raise ValueError(
@@ -44,6 +45,7 @@ class BertPretrainingDataset(keras.utils.PyDataset):
         self.batch_size = batch_size
         self.sentence_task = sentence_task
         self.shuffle = shuffle
+        self.drop_remainder = drop_remainder and len(self.masking) >= batch_size
         self.seed = seed
         self.epoch = 0
         self._order = self._make_order()
@@ -55,7 +57,8 @@ class BertPretrainingDataset(keras.utils.PyDataset):
         return order
 
     def __len__(self):
-        return math.ceil(len(self.masking) / self.batch_size)
+        rounding = math.floor if self.drop_remainder else math.ceil
+        return rounding(len(self.masking) / self.batch_size)
 
     def __getitem__(self, index):
         indices = self._order[index * self.batch_size:(index + 1) * self.batch_size]
