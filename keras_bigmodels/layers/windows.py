@@ -87,7 +87,7 @@ class SwinTransformerBlock(keras.layers.Layer):
 
     def __init__(self, num_heads, intermediate_dim, window_size=7, shift_size=0,
                  layer_norm_epsilon=1e-5, dropout=0.0, attention_dropout=0.0,
-                 activation="gelu", use_fused_attention=True, **kwargs):
+                 activation="gelu", use_fused_attention=None, **kwargs):
         super().__init__(**kwargs)
         check_positive_int("window_size", window_size)
         if not 0 <= shift_size < window_size:

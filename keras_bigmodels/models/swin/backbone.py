@@ -55,7 +55,7 @@ class SwinBackbone(Backbone):
     def __init__(self, image_size=224, patch_size=4, hidden_dim=96, depths=(2, 2, 6, 2),
                  num_heads=(3, 6, 12, 24), window_size=7, mlp_ratio=4.0, num_channels=3,
                  dropout=0.0, attention_dropout=0.0, layer_norm_epsilon=1e-5,
-                 activation="gelu", use_fused_attention=True, dtype=None, **kwargs):
+                 activation="gelu", use_fused_attention=None, dtype=None, **kwargs):
         image = _pair(image_size, "image_size")
         patch = _pair(patch_size, "patch_size")
         depths, num_heads = list(depths), list(num_heads)

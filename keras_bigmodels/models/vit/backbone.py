@@ -152,7 +152,7 @@ class ViTBackbone(Backbone):
     def __init__(self, image_size=224, patch_size=16, num_layers=12, num_heads=12,
                  hidden_dim=768, intermediate_dim=3072, num_channels=3, dropout=0.0,
                  attention_dropout=0.0, layer_norm_epsilon=1e-6, activation="gelu",
-                 pooling="cls", use_pooler=False, use_fused_attention=True, dtype=None,
+                 pooling="cls", use_pooler=False, use_fused_attention=None, dtype=None,
                  **kwargs):
         image = _pair(image_size, "image_size")
         patch = _pair(patch_size, "patch_size")
