@@ -201,8 +201,25 @@ def test_huggingface_classifier_and_errors(tmp_path):
     assert classifier.num_classes == 3
     assert_close(classifier(inputs), reference.logits.numpy(), atol=1e-4)
 
+    import json
+
     from safetensors.numpy import load_file, save_file
     weights = load_file(os.path.join(path, "model.safetensors"))
+    # Older transformers save buffers and tied decoders: accepted and ignored.
+    extra = {**weights, "bert.embeddings.position_ids": np.arange(24)[None],
+             "cls.predictions.decoder.weight": weights["bert.embeddings.word_embeddings.weight"]}
+    save_file(extra, os.path.join(path, "model.safetensors"))
+    BertBackbone.from_huggingface(path)
+
+    with open(os.path.join(path, "config.json")) as f:
+        config = json.load(f)
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump({**config, "model_type": "gpt2"}, f)
+    with pytest.raises(ValueError, match="model_type is 'gpt2'"):
+        BertBackbone.from_huggingface(path)
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump(config, f)
+
     weights["bert.encoder.layer.5.output.dense.weight"] = np.zeros((2, 2), "float32")
     del weights["bert.pooler.dense.bias"]
     save_file(weights, os.path.join(path, "model.safetensors"))
