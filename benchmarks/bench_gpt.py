@@ -1,0 +1,187 @@
+"""GPT training and generation speed: keras_bigmodels vs keras-hub vs transformers.
+
+Same config, same machine, same run (reference config: 4 layers, hidden 256, 4 heads,
+intermediate 1024, vocabulary 8192, sequence 256, batch 16; dropout off everywhere):
+
+    python benchmarks/bench_gpt.py --backend jax        # or tensorflow / torch
+    python benchmarks/bench_gpt.py --backend torch --peak-flops 2e11 --steps 10
+
+Measures training tokens/s, MFU (6N + 12LHQT FLOPs per token over a peak: --peak-flops,
+or a measured matmul peak), peak RSS, and generation tokens/s at batch 1 and 8 with 128
+new tokens (greedy, no early stop). Writes benchmarks/results/gpt_<backend>.json.
+"""
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", default=os.environ.get("KERAS_BACKEND", "jax"))
+    parser.add_argument("--steps", type=int, default=5, help="timed training steps")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--prompt-length", type=int, default=16)
+    parser.add_argument("--peak-flops", type=float, default=None)
+    parser.add_argument("--skip", nargs="*", default=[], choices=["ours", "keras_hub", "transformers"])
+    parser.add_argument("--output", default=None)
+    return parser.parse_args()
+
+
+ARGS = parse_args()
+os.environ["KERAS_BACKEND"] = ARGS.backend
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+import keras  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+import keras_bigmodels as kbm  # noqa: E402
+
+CONFIG = dict(vocabulary_size=8192, num_layers=4, num_heads=4, hidden_dim=256,
+              intermediate_dim=1024, max_sequence_length=256)
+BATCH, SEQ = 16, 256
+
+
+def maxrss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def timed(fn, repeats, warmup):
+    for _ in range(warmup):
+        fn()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - start) / repeats
+
+
+def data():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, CONFIG["vocabulary_size"], (BATCH, SEQ + 1)).astype("int32")
+    return x[:, :-1], x[:, 1:]
+
+
+def keras_train(model, x, y):
+    def step():
+        model.train_on_batch(x, y)
+    return BATCH * SEQ / timed(step, ARGS.steps, ARGS.warmup)
+
+
+def ours():
+    lm = kbm.models.GPTCausalLM(kbm.models.GPTBackbone(**CONFIG, dropout=0.0))
+    lm.compile(optimizer=keras.optimizers.AdamW(1e-4))
+    x, y = data()
+    train = keras_train(lm, x, y)
+    generate = {}
+    for batch in (1, 8):
+        prompts = x[:batch, :ARGS.prompt_length]
+        run = lambda: lm.generate(prompts, max_new_tokens=ARGS.new_tokens, stop_token_ids=None)
+        generate[batch] = batch * ARGS.new_tokens / timed(run, 1, 1)
+    return train, generate
+
+
+def keras_hub():
+    import keras_hub
+
+    backbone = keras_hub.models.GPT2Backbone(**{k: v for k, v in CONFIG.items()}, dropout=0.0)
+    lm = keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
+    lm.compile(optimizer=keras.optimizers.AdamW(1e-4),
+               loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+               sampler="greedy")
+    x, y = data()
+    inputs = {"token_ids": x, "padding_mask": np.ones_like(x, dtype=bool)}
+    train = keras_train(lm, inputs, y)
+    generate = {}
+    for batch in (1, 8):
+        total = ARGS.prompt_length + ARGS.new_tokens
+        ids = np.zeros((batch, total), "int32")
+        ids[:, :ARGS.prompt_length] = x[:batch, :ARGS.prompt_length]
+        mask = np.zeros((batch, total), bool)
+        mask[:, :ARGS.prompt_length] = True
+        run = lambda: lm.generate({"token_ids": ids, "padding_mask": mask},
+                                  stop_token_ids=None)
+        generate[batch] = batch * ARGS.new_tokens / timed(run, 1, 1)
+    return train, generate
+
+
+def transformers_peer():
+    import torch
+    import transformers
+
+    config = transformers.GPT2Config(
+        vocab_size=CONFIG["vocabulary_size"], n_positions=CONFIG["max_sequence_length"],
+        n_embd=CONFIG["hidden_dim"], n_layer=CONFIG["num_layers"], n_head=CONFIG["num_heads"],
+        n_inner=CONFIG["intermediate_dim"], resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    model = transformers.GPT2LMHeadModel(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x, y = (torch.tensor(a, dtype=torch.long) for a in data())
+
+    def step():
+        logits = model(x).logits
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                                 y.reshape(-1))
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+    model.train()
+    train = BATCH * SEQ / timed(step, ARGS.steps, ARGS.warmup)
+    model.eval()
+    generate = {}
+    for batch in (1, 8):
+        prompts = x[:batch, :ARGS.prompt_length]
+
+        def run():
+            with torch.no_grad():
+                model.generate(prompts, max_new_tokens=ARGS.new_tokens,
+                               min_new_tokens=ARGS.new_tokens, do_sample=False,
+                               pad_token_id=0, attention_mask=torch.ones_like(prompts))
+        generate[batch] = batch * ARGS.new_tokens / timed(run, 1, 1)
+    return train, generate
+
+
+def main():
+    flops_per_token = kbm.flops.flops_per_token({**CONFIG, "family": "gpt"}, SEQ)
+    peak = ARGS.peak_flops or kbm.flops.measure_peak_flops()
+    results = {
+        "backend": ARGS.backend,
+        "config": {**CONFIG, "batch_size": BATCH, "sequence_length": SEQ},
+        "flops_per_token": flops_per_token,
+        "peak_flops": peak,
+        "peak_flops_source": "argument" if ARGS.peak_flops else "measured 2048^2 matmul",
+        "new_tokens": ARGS.new_tokens,
+        "prompt_length": ARGS.prompt_length,
+        "models": {},
+    }
+    for name, fn in (("ours", ours), ("keras_hub", keras_hub),
+                     ("transformers", transformers_peer)):
+        if name in ARGS.skip:
+            continue
+        try:
+            train, generate = fn()
+        except Exception as error:  # a peer failing must not lose the other numbers
+            results["models"][name] = {"error": f"{type(error).__name__}: {error}"}
+            print(name, "failed:", error)
+            continue
+        results["models"][name] = {
+            "train_tokens_per_second": train,
+            "mfu": train * flops_per_token / peak,
+            "maxrss_mb_after": maxrss_mb(),
+            "generate_tokens_per_second": {f"batch_{b}": v for b, v in generate.items()},
+        }
+        print(name, json.dumps(results["models"][name]))
+    path = ARGS.output or os.path.join(os.path.dirname(__file__), "results",
+                                       f"gpt_{ARGS.backend}.json")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(results, f, indent=2)
+    print("wrote", path)
+
+
+if __name__ == "__main__":
+    main()
