@@ -3,12 +3,30 @@
 import keras
 
 
+class ImagePreprocessor:
+    """Keras preprocessing layers applied in order; callable inside `tf.data` on any backend.
+
+    A plain callable rather than a `keras.Sequential`, because a Sequential would convert
+    tf.data's symbolic tensors to the active backend (JAX, torch) and fail; the layers
+    themselves switch to TensorFlow inside a tf.data graph. To run them inside a model
+    instead, use `keras.Sequential(preprocessor.layers)`.
+    """
+
+    def __init__(self, layers):
+        self.layers = list(layers)
+
+    def __call__(self, images, training=False):
+        for layer in self.layers:
+            images = layer(images, training=training)
+        return images
+
+
 def image_preprocessor(image_size=None, scale=None, offset=0.0, mean=None, std=None,
-                       augment=False, seed=None, name="image_preprocessor"):
-    """A `keras.Sequential` of resizing, rescaling, normalization and (optional) augmentation.
+                       augment=False, seed=None):
+    """Resizing, rescaling, normalization and (optional) augmentation layers, in order.
 
     Keras preprocessing layers run inside `tf.data` whatever the backend, so the result
-    can be mapped over a dataset (`ds.map(lambda x, y: (prep(x, training=True), y))`) or
+    (an `ImagePreprocessor`) can be mapped over a dataset (`ds.map(lambda x, y: (prep(x, training=True), y))`) or
     called on numpy batches. Augmentation layers are identities at inference.
 
     Args:
@@ -41,4 +59,4 @@ def image_preprocessor(image_size=None, scale=None, offset=0.0, mean=None, std=N
             keras.layers.RandomRotation(0.05, fill_mode="constant", seed=seed),
             keras.layers.RandomZoom(0.1, fill_mode="constant", seed=seed),
         ]
-    return keras.Sequential(layers, name=name)
+    return ImagePreprocessor(layers)
