@@ -1,0 +1,61 @@
+"""Tiny configs and input makers for every registered backbone (pure Python + numpy).
+
+A backbone class without an entry here fails `test_every_backbone_has_a_tiny_config`:
+add one line when a family lands, and the sharding tests cover it automatically.
+Heads divide by 8 so that both the 1x8 and the 2x4 meshes take Megatron's head split.
+"""
+
+import numpy as np
+
+
+def token_ids(vocabulary_size, batch=8, length=8, seed=0):
+    return np.random.RandomState(seed).randint(1, vocabulary_size, (batch, length)).astype("int32")
+
+
+def images(size, batch=8, channels=3, seed=0):
+    return np.random.RandomState(seed).rand(batch, size, size, channels).astype("float32")
+
+
+def bert_inputs(batch=8, length=8, seed=0, two_segments=True):
+    ids = token_ids(97, batch, length, seed)
+    mask = np.ones_like(ids)
+    mask[1, -3:] = 0
+    segments = np.zeros_like(ids)
+    segments[:, length // 2:] = int(two_segments)
+    return {"token_ids": ids * mask, "segment_ids": segments * mask, "padding_mask": mask}
+
+
+# backbone class name -> (tiny constructor kwargs, inputs maker(batch, seed)).
+TINY_BACKBONES = {
+    "GPTBackbone": (dict(vocabulary_size=101, num_layers=1, num_heads=8, hidden_dim=32,
+                         intermediate_dim=64, max_sequence_length=16, dropout=0.0),
+                    lambda batch=8, seed=0: token_ids(101, batch, 8, seed)),
+    "BertBackbone": (dict(vocabulary_size=97, num_layers=1, num_heads=8, hidden_dim=32,
+                          intermediate_dim=64, max_sequence_length=16, dropout=0.0),
+                     lambda batch=8, seed=0: bert_inputs(batch, 8, seed)),
+    "RobertaBackbone": (dict(vocabulary_size=97, num_layers=1, num_heads=8, hidden_dim=32,
+                             intermediate_dim=64, max_sequence_length=20, dropout=0.0),
+                        lambda batch=8, seed=0: bert_inputs(batch, 8, seed, two_segments=False)),
+    "AlbertBackbone": (dict(vocabulary_size=97, num_layers=1, num_heads=8, hidden_dim=32,
+                            intermediate_dim=64, max_sequence_length=16, embedding_dim=16),
+                       lambda batch=8, seed=0: bert_inputs(batch, 8, seed)),
+    "ViTBackbone": (dict(image_size=16, patch_size=4, num_layers=1, num_heads=8, hidden_dim=32,
+                         intermediate_dim=64),
+                    lambda batch=8, seed=0: images(16, batch, 3, seed)),
+    "SwinBackbone": (dict(image_size=16, patch_size=2, hidden_dim=16, depths=[1, 1],
+                          num_heads=[8, 8], window_size=4),
+                     lambda batch=8, seed=0: images(16, batch, 3, seed)),
+}
+
+
+def all_backbone_classes():
+    """Every concrete subclass of `Backbone` (recursively) that the package registers."""
+    import keras_bigmodels.models as models
+
+    found, stack = [], list(models.Backbone.__subclasses__())
+    while stack:
+        cls = stack.pop()
+        if cls not in found:
+            found.append(cls)
+            stack.extend(cls.__subclasses__())
+    return sorted(found, key=lambda c: c.__name__)
