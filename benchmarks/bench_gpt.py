@@ -29,6 +29,9 @@ def parse_args():
     parser.add_argument("--peak-flops", type=float, default=None)
     parser.add_argument("--skip", nargs="*", default=[], choices=["ours", "keras_hub", "transformers"])
     parser.add_argument("--output", default=None)
+    parser.add_argument("--torch-threads", type=int, default=None,
+                        help="torch intra-op threads (1 avoids OpenMP spin-waits on a "
+                             "shared, oversubscribed CPU)")
     return parser.parse_args()
 
 
@@ -146,6 +149,10 @@ def transformers_peer():
 
 
 def main():
+    if ARGS.torch_threads:
+        import torch
+
+        torch.set_num_threads(ARGS.torch_threads)
     flops_per_token = kbm.flops.flops_per_token({**CONFIG, "family": "gpt"}, SEQ)
     peak = ARGS.peak_flops or kbm.flops.measure_peak_flops()
     results = {
@@ -156,6 +163,8 @@ def main():
         "peak_flops_source": "argument" if ARGS.peak_flops else "measured 2048^2 matmul",
         "new_tokens": ARGS.new_tokens,
         "prompt_length": ARGS.prompt_length,
+        "load_average": os.getloadavg(),
+        "torch_threads": ARGS.torch_threads,
         "models": {},
     }
     for name, fn in (("ours", ours), ("keras_hub", keras_hub),
