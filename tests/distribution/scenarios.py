@@ -145,6 +145,27 @@ def scenario_data_parallel(out):
         raise AssertionError("a batch of 6 on 8 replicas did not raise")
 
     check("dp_rejects_bad_batch", bad_batch)
+    def clear_errors():
+        messages = []
+        for kwargs, match in (
+            (dict(mesh_shape=(4, 4)), "needs 16 devices but 8 are visible"),
+            (dict(mesh_shape=(2, 4), model="swin-tiny-patch4-window7-224"), "num_heads=3"),
+            (dict(mesh_shape=(8,)), "must be (data, model)"),
+        ):
+            try:
+                kd.model_parallel(**kwargs)
+            except ValueError as error:
+                assert match in str(error), str(error)
+                messages.append(str(error))
+            else:
+                raise AssertionError(f"model_parallel({kwargs}) did not raise")
+        distribution = kd.model_parallel(mesh_shape=(None, 4), model="gpt3-175b")
+        assert distribution.device_mesh.shape == (2, 4), distribution.device_mesh.shape
+        return "\n".join(messages)
+
+    check("mp_clear_errors", clear_errors)
+    keras.distribution.set_distribution(None)
+    scenario_multi_host(out, 0, 1, 0)  # the one-process reference of the multi-host run
 
 
 MESHES = ((1, 8), (2, 4))
@@ -439,10 +460,12 @@ SCENARIOS = {"data_parallel": scenario_data_parallel, "model_parallel": scenario
 
 def main():
     name, out_path, *args = sys.argv[1:]
+    start = time.time()
     try:
         SCENARIOS[name](out_path, *args)
     except Exception:  # noqa: BLE001
         RESULTS["scenario"] = {"ok": False, "detail": traceback.format_exc()[-3000:]}
+    RESULTS["wall_seconds"] = round(time.time() - start, 1)
     with open(out_path, "w") as f:
         json.dump(RESULTS, f, indent=1)
 

@@ -203,7 +203,6 @@ def jax_runs(tmp_path_factory):
         "host0": launch(tmp, "host0", "multi_host", 0, 2, port, devices=4),
         "host1": launch(tmp, "host1", "multi_host", 1, 2, port, devices=4),
         "dp": launch(tmp, "dp", "data_parallel", devices=8),
-        "host_reference": launch(tmp, "host_reference", "multi_host", 0, 1, 0),
     }
     yield {"jobs": jobs, "results": {}, "primary": primary}
     for process, _, _ in jobs.values():  # tests that were deselected leave none behind
@@ -227,7 +226,8 @@ def model_parallel_results(runs):
 
 def test_data_parallel_step_equals_one_device(jax_runs):
     results = result(jax_runs, "dp")
-    for name in ("dp_replicated", "dp_matches_single_device", "dp_rejects_bad_batch"):
+    for name in ("dp_replicated", "dp_matches_single_device", "dp_rejects_bad_batch",
+                 "mp_clear_errors"):
         assert_check(results, name)
 
 
@@ -255,7 +255,7 @@ def test_sharded_model_saves_and_loads(jax_runs):
 
 
 def test_multi_host_loopback_matches_single_process(jax_runs):
-    reference = result(jax_runs, "host_reference")
+    reference = result(jax_runs, "dp")  # also ran the one-process reference
     for host in ("host0", "host1"):
         results = result(jax_runs, host)
         assert results["devices"] == [8, 4]  # 8 global devices, 4 local
