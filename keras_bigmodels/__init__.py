@@ -7,3 +7,4 @@ from keras_bigmodels import presets  # noqa: E402
 from keras_bigmodels import flops  # noqa: E402
 from keras_bigmodels import data  # noqa: E402
 from keras_bigmodels import models  # noqa: E402
+from keras_bigmodels import distribution  # noqa: E402

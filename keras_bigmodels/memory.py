@@ -1,8 +1,9 @@
 """Analytic memory per device of a Transformer on a (data x model) mesh; never allocates.
 
 Parameters come from `flops.count_params` (the family's exact analytic counter). Under
-the generic Megatron layout map, the block kernels and the token table are split over
-the model axis and the rest (norms, output biases, position tables) is replicated; the
+`model_parallel`'s layouts the block kernels (with the query/key/value and intermediate
+biases) and the token, position and segment tables are split over the model axis and
+the rest (norms, output biases) is replicated (exact for GPT, checked in the tests); the
 data axis replicates everything (Keras' `ModelParallel` does not shard optimizer state
 over the data axis, i.e. no ZeRO).
 
@@ -89,8 +90,12 @@ def _sharded_params(config):
         attention += key_dim * (heads + 2 * kv_heads)
         feedforward += config["intermediate_dim"] * gates
     layers = config["num_layers"] + (config.get("num_decoder_layers") or 0)
-    table = config.get("vocabulary_size", 0) * (config.get("embedding_dim") or hidden)
-    return layers * (attention + feedforward) + table
+    # Token, learned-position and segment tables: the token table by its rule, the others
+    # by the shape-aware fallback for unnamed weights (model_parallel's default).
+    rows = config.get("vocabulary_size", 0) + (config.get("num_segments") or 0)
+    if config.get("position", "learned") == "learned":
+        rows += config.get("max_sequence_length") or 0
+    return layers * (attention + feedforward) + rows * (config.get("embedding_dim") or hidden)
 
 
 def plan_memory(preset, mesh_shape, batch_size, sequence_length, optimizer="adam",

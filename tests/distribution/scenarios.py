@@ -260,6 +260,19 @@ def scenario_model_parallel(out, tmp_dir, full, shards_only=""):
         RESULTS.setdefault("seconds", {})[name] = round(time.time() - start, 1)
 
 
+def planned_bytes_match(model, mesh_shape):
+    """plan_memory's weight bytes per device equal what device 0 really holds."""
+    from keras_bigmodels.memory import plan_memory
+    from tests.distribution.families import TINY_BACKBONES
+
+    config = {**TINY_BACKBONES["GPTBackbone"][0], "family": "gpt"}
+    planned = plan_memory(config, mesh_shape, batch_size=8, sequence_length=8).parameters
+    held = sum(shard.data.nbytes for v in model.weights
+               for shard in v.value.addressable_shards if shard.device.id == 0)
+    assert planned == held, (planned, held)
+    return f"{held} bytes on device 0, as planned"
+
+
 def _sharded(name, build, inputs, forward_inputs, loss, mesh_shape, reference):
     import keras
 
@@ -272,6 +285,8 @@ def _sharded(name, build, inputs, forward_inputs, loss, mesh_shape, reference):
     tag = f"{name}@{mesh_shape[0]}x{mesh_shape[1]}"
     check(f"shards:{tag}", lambda: shard_report(model, mesh_shape[1], THRESHOLD))
     check(f"megatron:{tag}", lambda: megatron_axes(model))
+    if name == "GPTBackbone":
+        check(f"plan_memory:{tag}", lambda: planned_bytes_match(model, mesh_shape))
     out = model.predict_on_batch(forward_inputs)
     check(f"forward:{tag}", lambda: assert_all_close(out, ref_out, 1e-5, "forward"))
     compile_sgd(model, loss)

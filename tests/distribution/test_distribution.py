@@ -147,7 +147,7 @@ def test_plan_memory_for_gpt3_175b():
     assert plan.parameters == 4 * n and plan.optimizer_state == 8 * n  # fp32 + Adam m, v
     big = plan_memory("gpt3-175b", mesh_shape=(8, 64), batch_size=64, sequence_length=2048)
     # Block kernels and the token table split 64 ways; norms, biases, positions stay whole.
-    assert n / 64 < big.parameters / 4 < n / 64 * 1.015
+    assert n / 64 < big.parameters / 4 < n / 64 * 1.01
     assert big.activations_remat < big.activations
     assert big.fits(96) and not big.fits(80, remat=False) and not plan.fits(80)
     # Activations scale with the per-replica batch, not the global one.
@@ -243,6 +243,7 @@ def test_every_backbone_splits_its_large_kernels(jax_runs, mesh):
 def test_model_parallel_forward_and_fit_equal_unsharded(jax_runs, mesh):
     results = model_parallel_results(jax_runs)
     assert len(jax_runs["primary"]) >= 4
+    assert_check(results, f"plan_memory:GPTBackbone@{mesh}")
     for name in jax_runs["primary"]:
         assert_check(results, f"forward:{name}@{mesh}")
         assert_check(results, f"fit:{name}@{mesh}")
