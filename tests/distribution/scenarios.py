@@ -164,6 +164,22 @@ def scenario_data_parallel(out):
         return "\n".join(messages)
 
     check("mp_clear_errors", clear_errors)
+
+    def plain_keras_model_parallel():
+        from keras_bigmodels.models import GPTBackbone
+        from tests.distribution.families import TINY_BACKBONES
+
+        mesh = keras.distribution.DeviceMesh((2, 4), ("batch", "model"),
+                                             keras.distribution.list_devices())
+        keras.distribution.set_distribution(keras.distribution.ModelParallel(
+            layout_map=kd.layout_map(mesh), batch_dim_name="batch"))
+        backbone = GPTBackbone(**TINY_BACKBONES["GPTBackbone"][0])
+        megatron_axes(backbone)
+        table = backbone.get_layer("embedding").token_embedding.embeddings
+        assert tuple(table.value.sharding.spec) == (None, "model"), table.value.sharding
+        return "the static LayoutMap works with keras.distribution.ModelParallel"
+
+    check("plain_model_parallel", plain_keras_model_parallel)
     keras.distribution.set_distribution(None)
     scenario_multi_host(out, 0, 1, 0)  # the one-process reference of the multi-host run
 
