@@ -180,6 +180,19 @@ def scenario_data_parallel(out):
         return "the static LayoutMap works with keras.distribution.ModelParallel"
 
     check("plain_model_parallel", plain_keras_model_parallel)
+
+    def heads_that_do_not_divide():
+        from keras_bigmodels.models import SwinBackbone
+        from tests.distribution.families import TINY_BACKBONES
+
+        kd.model_parallel(mesh_shape=(1, 8))
+        kwargs = {**TINY_BACKBONES["SwinBackbone"][0], "num_heads": [2, 4]}
+        backbone = SwinBackbone(**kwargs)
+        query = next(v for v in backbone.weights if v.path.endswith("query/kernel"))
+        assert tuple(query.value.sharding.spec)[:1] == ("model",), query.value.sharding
+        return shard_report(backbone, 8, THRESHOLD) + f"; {query.path} moved to its width"
+
+    check("fallback_split", heads_that_do_not_divide)
     keras.distribution.set_distribution(None)
     scenario_multi_host(out, 0, 1, 0)  # the one-process reference of the multi-host run
 

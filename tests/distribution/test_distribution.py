@@ -227,7 +227,7 @@ def model_parallel_results(runs):
 def test_data_parallel_step_equals_one_device(jax_runs):
     results = result(jax_runs, "dp")
     for name in ("dp_replicated", "dp_matches_single_device", "dp_rejects_bad_batch",
-                 "mp_clear_errors", "plain_model_parallel"):
+                 "mp_clear_errors", "plain_model_parallel", "fallback_split"):
         assert_check(results, name)
 
 
