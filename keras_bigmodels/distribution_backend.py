@@ -31,6 +31,9 @@ def torch_ddp_model(model, **kwargs):
 
     `torch.distributed.init_process_group` must have run ("gloo" on CPU). DDP broadcasts
     rank 0's weights on construction, so every process starts from the same model.
+    With gloo, processes that share one machine should set `GLOO_SOCKET_IFNAME=lo`: gloo
+    otherwise takes the address the hostname resolves to, which in some containers the
+    other process cannot reach, and the rendezvous waits until its timeout.
 
     Example:
     >>> torch.distributed.init_process_group("gloo", rank=rank, world_size=2)

@@ -473,8 +473,11 @@ def scenario_torch_ddp(out, rank, world_size, port):
     optimizer = keras.optimizers.SGD(0.1)
     loss_fn = keras.losses.MeanSquaredError()
     if world_size > 1:
+        import datetime
+
         torch.distributed.init_process_group(
-            "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
+            "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size,
+            timeout=datetime.timedelta(seconds=180))
         ddp = kd.torch_ddp_model(model)
     else:
         ddp = model

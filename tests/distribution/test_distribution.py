@@ -45,6 +45,10 @@ def launch(tmp_dir, tag, scenario, *args, backend="jax", devices=None):
             flags.append(f"--xla_force_host_platform_device_count={devices}")
         env["XLA_FLAGS"] = " ".join(flags)
         env["JAX_PLATFORMS"] = "cpu"
+    if backend == "torch":
+        # gloo finds its own address from the hostname; on some hosts that resolves to an
+        # interface the other rank cannot reach and the rendezvous hangs. Pin loopback.
+        env.setdefault("GLOO_SOCKET_IFNAME", "lo")
     log = open(os.path.join(tmp_dir, f"{tag}.log"), "w")
     process = subprocess.Popen(
         [sys.executable, "-m", "tests.distribution.scenarios", scenario, out, *map(str, args)],
