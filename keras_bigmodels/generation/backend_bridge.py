@@ -2,7 +2,9 @@
 
 JAX: `jax.jit` over the model's variable values (a `StatelessScope` maps them in), so
 retrained weights are seen without retracing. TensorFlow: `tf.function` compiled with XLA.
-Torch: eager under `torch.no_grad()` -- for small models a compiled graph does not beat
+Torch: eager under `torch.no_grad()`, with layers called directly
+(`utils.eager_decoding`: direct layer calls, int positions and in-place cache writes;
+Keras' per-call bookkeeping and cache copies were most of a decode step) -- for small models a compiled graph does not beat
 eager dispatch on CPU, and `torch.compile` costs far more than one generate() saves.
 """
 
@@ -29,8 +31,10 @@ def compile_function(fn, variables, jit_compile=True):
     if backend == "torch":
         import torch
 
+        from keras_bigmodels.utils import eager_decoding
+
         def no_grad(*args):
-            with torch.no_grad():
+            with torch.no_grad(), eager_decoding():
                 return fn(*args)
 
         return no_grad

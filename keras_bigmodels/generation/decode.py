@@ -15,6 +15,8 @@ an uncached argmax loop. Everything is `keras.ops`, so the whole loop compiles
 import keras
 from keras import ops
 
+from keras_bigmodels.utils import eager_index
+
 NEG_INF = -1e9
 
 
@@ -53,6 +55,7 @@ def decode(next_logits, cache, token_ids, prompt_mask, start_index, sampler,
                                ops.logical_not(ops.all(done)))
 
     def body(index, ids, cache, done):
+        index = eager_index(index)
         logits, cache = next_logits(ops.slice(ids, [0, index - 1], [batch, 1]), cache,
                                     index - 1)
         row_uniform = None if uniform is None else ops.take(uniform, index, axis=0)

@@ -3,7 +3,13 @@
 import keras
 from keras import ops
 
-from keras_bigmodels.utils import check_in, check_positive_int
+from keras_bigmodels.utils import (
+    check_in,
+    check_positive_int,
+    in_eager_decoding,
+    invoke,
+    write_in_place,
+)
 
 # A large finite negative number rather than -inf: a query row whose keys are all masked
 # (left padding under a causal mask) then gets a uniform softmax instead of NaNs that
@@ -232,9 +238,9 @@ class MultiHeadAttention(keras.layers.Layer):
     ):
         value = query if value is None else value
         key = value if key is None else key
-        q = self.query_dense(query)
-        k = self.key_dense(key)
-        v = self.value_dense(value)
+        q = invoke(self.query_dense, query)
+        k = invoke(self.key_dense, key)
+        v = invoke(self.value_dense, value)
 
         offset = 0
         if cache is not None:
@@ -261,10 +267,12 @@ class MultiHeadAttention(keras.layers.Layer):
                     f"{cache_update_index}..{cache_update_index + length - 1}; build a longer "
                     "cache (`max_length`)."
                 )
-            start = [0, cache_update_index, 0, 0]
-            k = ops.slice_update(cache[:, 0], start, ops.cast(k, cache.dtype))
-            v = ops.slice_update(cache[:, 1], start, ops.cast(v, cache.dtype))
-            cache = ops.stack([k, v], axis=1)
+            new = ops.cast(ops.stack([k, v], axis=1), cache.dtype)
+            if in_eager_decoding() and isinstance(cache_update_index, int):
+                cache = write_in_place(cache, 2, cache_update_index, new)
+            else:
+                cache = ops.slice_update(cache, [0, 0, cache_update_index, 0, 0], new)
+            k, v = cache[:, 0], cache[:, 1]
             offset = cache_update_index
 
         self._check_mask_shape("padding_mask", padding_mask, (2,), query, k)
@@ -275,7 +283,7 @@ class MultiHeadAttention(keras.layers.Layer):
         mask = merge_masks(padding_mask, attention_mask, causal)
 
         out, scores = self.attend(q, k, v, mask, attention_bias, return_attention_scores, training)
-        out = self.output_dense(out)
+        out = invoke(self.output_dense, out)
         results = [out]
         if return_attention_scores:
             results.append(scores)
@@ -322,7 +330,7 @@ class MultiHeadAttention(keras.layers.Layer):
         if mask is not None:
             logits = ops.where(mask, logits, MASK_VALUE)
         probs = ops.cast(ops.softmax(logits, axis=-1), q.dtype)
-        dropped = self.dropout_layer(probs, training=training)
+        dropped = invoke(self.dropout_layer, probs, training=training)
         return ops.einsum("bnts,bsnh->btnh", dropped, v), probs
 
     def compute_output_spec(self, query, value=None, key=None, return_attention_scores=False,

@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from keras_bigmodels.layers.positions import PositionEmbedding, SinusoidalPositionEncoding
-from keras_bigmodels.utils import check_in, check_positive_int, check_token_ids
+from keras_bigmodels.utils import check_in, check_positive_int, check_token_ids, invoke
 
 
 @keras.saving.register_keras_serializable(package="keras_bigmodels")
@@ -144,23 +144,24 @@ class TransformerEmbedding(keras.layers.Layer):
                     f"max_sequence_length={self.max_sequence_length}; truncate the input or "
                     "use a model with a larger `max_sequence_length`."
                 )
-        x = self.token_embedding(token_ids, training=training)
+        x = invoke(self.token_embedding, token_ids, training=training)
         if self.scale:
             x = x * ops.cast(ops.sqrt(float(self.embedding_dim or self.hidden_dim)), x.dtype)
         if position_ids is not None and self.position == "learned":
             table = ops.cast(self.position_embedding.embeddings, x.dtype)
             x = x + ops.take(table, ops.cast(position_ids, "int32"), axis=0)
         elif self.position is not None:
-            x = x + self.position_embedding(x, start_index=start_index + self.position_offset)
+            x = x + invoke(self.position_embedding, x,
+                           start_index=start_index + self.position_offset)
         if self.num_segments:
             if segment_ids is None:
                 segment_ids = ops.zeros_like(token_ids)
-            x = x + self.segment_embedding(segment_ids)
+            x = x + invoke(self.segment_embedding, segment_ids)
         if self.layer_norm:
-            x = self.embedding_norm(x)
+            x = invoke(self.embedding_norm, x)
         if self.embedding_projection is not None:
-            x = self.embedding_projection(x)
-        return self.dropout_layer(x, training=training)
+            x = invoke(self.embedding_projection, x)
+        return invoke(self.dropout_layer, x, training=training)
 
     def compute_output_spec(self, token_ids, segment_ids=None, start_index=0, position_ids=None,
                             training=None):

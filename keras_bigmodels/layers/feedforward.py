@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from keras_bigmodels.utils import check_positive_int
+from keras_bigmodels.utils import check_positive_int, invoke
 
 ACTIVATIONS = ("relu", "gelu", "gelu_approximate", "silu", "swish", "tanh")
 
@@ -81,11 +81,12 @@ class FeedForward(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         if self.gated:
-            hidden = self._activation_fn(self.intermediate_gate(inputs)) * self.intermediate(inputs)
+            hidden = (self._activation_fn(invoke(self.intermediate_gate, inputs))
+                      * invoke(self.intermediate, inputs))
         else:
-            hidden = self._activation_fn(self.intermediate(inputs))
-        hidden = self.dropout_layer(hidden, training=training)
-        return self.output_dense(hidden)
+            hidden = self._activation_fn(invoke(self.intermediate, inputs))
+        hidden = invoke(self.dropout_layer, hidden, training=training)
+        return invoke(self.output_dense, hidden)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.output_dim or input_shape[-1],)

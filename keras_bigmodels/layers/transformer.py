@@ -4,7 +4,7 @@ import keras
 
 from keras_bigmodels.layers.attention import MultiHeadAttention
 from keras_bigmodels.layers.feedforward import FeedForward
-from keras_bigmodels.utils import check_in
+from keras_bigmodels.utils import check_in, invoke
 
 NORMS = ("layer_norm", "rms_norm")
 
@@ -101,13 +101,13 @@ class _Block(keras.layers.Layer):
 
     def _residual(self, x, norm, fn, training):
         """x + f(norm(x)) (pre-norm) or norm(x + f(x)) (post-norm); f may return extras."""
-        out = fn(norm(x) if self.normalize_first else x)
+        out = fn(invoke(norm, x) if self.normalize_first else x)
         extras = ()
         if isinstance(out, tuple):
             out, *extras = out
-        out = x + self.dropout_layer(out, training=training)
+        out = x + invoke(self.dropout_layer, out, training=training)
         if not self.normalize_first:
-            out = norm(out)
+            out = invoke(norm, out)
         return (out, *extras)
 
     def get_config(self):
@@ -174,7 +174,8 @@ class TransformerEncoderBlock(_Block):
     def call(self, inputs, padding_mask=None, attention_mask=None, attention_bias=None,
              use_causal_mask=False, return_attention_scores=False, training=None):
         def attend(x):
-            return self.self_attention(
+            return invoke(
+                self.self_attention,
                 x,
                 padding_mask=padding_mask,
                 attention_mask=attention_mask,
@@ -186,7 +187,7 @@ class TransformerEncoderBlock(_Block):
 
         x, *scores = self._residual(inputs, self.self_attention_norm, attend, training)
         (x,) = self._residual(
-            x, self.feedforward_norm, lambda h: self.feedforward(h, training=training), training
+            x, self.feedforward_norm, lambda h: invoke(self.feedforward, h, training=training), training
         )
         return (x, scores[0]) if return_attention_scores else x
 
@@ -253,7 +254,8 @@ class TransformerDecoderBlock(_Block):
             )
 
         def self_attend(x):
-            return self.self_attention(
+            return invoke(
+                self.self_attention,
                 x,
                 padding_mask=padding_mask,
                 attention_bias=self_attention_bias,
@@ -268,7 +270,8 @@ class TransformerDecoderBlock(_Block):
             (x,) = self._residual(
                 x,
                 self.cross_attention_norm,
-                lambda h: self.cross_attention(
+                lambda h: invoke(
+                    self.cross_attention,
                     h,
                     encoder_outputs,
                     padding_mask=encoder_padding_mask,
@@ -278,7 +281,7 @@ class TransformerDecoderBlock(_Block):
                 training,
             )
         (x,) = self._residual(
-            x, self.feedforward_norm, lambda h: self.feedforward(h, training=training), training
+            x, self.feedforward_norm, lambda h: invoke(self.feedforward, h, training=training), training
         )
         return (x, new_cache[0]) if cache is not None else x
 

@@ -129,3 +129,24 @@ def test_patch_embedding_equals_dense_on_patches(tmp_path):
         PatchEmbedding(4, 6)(rand(8, 8, 3))
     assert_layer_roundtrip(layer, images, tmp_path)
     assert ops.shape(PatchEmbedding(2, 6, flatten=False)(images)) == (2, 4, 4, 6)
+
+
+def test_eager_decoding_mode_matches_layer_calls():
+    """Direct `call`s, int positions and in-place cache writes give the same numbers."""
+    from keras_bigmodels.utils import eager_decoding
+
+    block = TransformerDecoderBlock(num_heads=2, intermediate_dim=16, dropout=0.0)
+    x = rand(2, 5, 8)
+    block(x)
+    steps = []
+    for mode in (False, True):
+        with eager_decoding(mode):
+            cache = ops.zeros((2, 2, 5, 2, 4))
+            outs = []
+            for i in range(5):
+                out, cache = block(x[:, i:i + 1], cache=cache, cache_update_index=i)
+                outs.append(to_numpy(out))
+            steps.append((np.concatenate(outs, axis=1), to_numpy(cache)))
+    np.testing.assert_allclose(steps[1][0], steps[0][0], atol=1e-5)
+    np.testing.assert_allclose(steps[1][1], steps[0][1], atol=1e-6)
+    np.testing.assert_allclose(steps[0][0], to_numpy(block(x)), atol=1e-5)

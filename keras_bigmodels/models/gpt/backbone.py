@@ -9,7 +9,7 @@ from keras_bigmodels.layers.attention import MASK_VALUE
 from keras_bigmodels.layers.embeddings import TransformerEmbedding
 from keras_bigmodels.layers.transformer import TransformerDecoderBlock, make_norm
 from keras_bigmodels.models.base import Backbone
-from keras_bigmodels.utils import check_positive_int
+from keras_bigmodels.utils import check_positive_int, invoke
 
 
 def banded_attention_bias(query_length, key_length, window, offset=0):
@@ -176,7 +176,7 @@ class GPTBackbone(Backbone):
             cache: list from `initial_cache` (or a previous call).
             cache_update_index: int or scalar tensor, position of the first token.
         """
-        x = self.embedding(token_ids, start_index=cache_update_index)
+        x = invoke(self.embedding, token_ids, start_index=cache_update_index)
         new_cache = []
         for i, block in enumerate(self.transformer_layers):
             bias = None
@@ -185,11 +185,11 @@ class GPTBackbone(Backbone):
                     ops.shape(token_ids)[1], ops.shape(cache[i])[2],
                     self.local_attention_window, offset=cache_update_index,
                 )
-            x, layer_cache = block(x, self_attention_bias=bias, cache=cache[i],
-                                   cache_update_index=cache_update_index)
+            x, layer_cache = invoke(block, x, self_attention_bias=bias, cache=cache[i],
+                                    cache_update_index=cache_update_index)
             new_cache.append(layer_cache)
         if self.final_norm is not None:
-            x = self.final_norm(x)
+            x = invoke(self.final_norm, x)
         return x, new_cache
 
     def get_config(self):

@@ -7,7 +7,7 @@ from keras import ops
 from keras_bigmodels.generation import Sampler, beam_search, compile_function, decode
 from keras_bigmodels.models.base import Task
 from keras_bigmodels.models.gpt.backbone import GPTBackbone
-from keras_bigmodels.utils import check_positive_int
+from keras_bigmodels.utils import check_positive_int, invoke
 
 
 @keras.saving.register_keras_serializable(package="keras_bigmodels")
@@ -81,7 +81,7 @@ class GPTCausalLM(Task):
     def next_logits(self, token_ids, cache, cache_update_index):
         """One cached step: logits of `token_ids` at `cache_update_index`, and the cache."""
         hidden, cache = self.backbone.call_with_cache(token_ids, cache, cache_update_index)
-        logits = self.backbone.token_embedding(hidden, reverse=True)
+        logits = invoke(self.backbone.token_embedding, hidden, reverse=True)
         return ops.cast(logits, "float32"), cache
 
     def _generate_function(self, sampler, num_beams, stop_token_ids, pad_token_id,
