@@ -7,6 +7,7 @@ from keras import ops
 from keras_bigmodels.generation import Sampler, beam_search, compile_function, decode
 from keras_bigmodels.models.base import Task
 from keras_bigmodels.models.gpt.backbone import GPTBackbone
+from keras_bigmodels.objectives.losses import SparseCrossEntropy, sparse_cross_entropy_from_logits
 from keras_bigmodels.utils import check_positive_int, invoke
 
 
@@ -24,7 +25,7 @@ class Perplexity(keras.metrics.Metric):
         self.count = self.add_variable((), initializer="zeros", name="count")
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        losses = keras.losses.sparse_categorical_crossentropy(y_true, y_pred, from_logits=True)
+        losses = sparse_cross_entropy_from_logits(y_true, y_pred)
         weights = ops.ones_like(losses) if sample_weight is None else ops.cast(
             sample_weight, losses.dtype)
         self.total.assign_add(ops.sum(losses * weights))
@@ -72,7 +73,7 @@ class GPTCausalLM(Task):
             optimizer = keras.optimizers.AdamW(3e-4, weight_decay=0.1, beta_2=0.95,
                                                clipnorm=1.0)
         if loss == "auto":
-            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+            loss = SparseCrossEntropy()
         if metrics == "auto":
             metrics = [Perplexity()]
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
