@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import resource
+import subprocess
 import sys
 import time
 
@@ -29,6 +30,8 @@ def parse_args():
     parser.add_argument("--peak-flops", type=float, default=None)
     parser.add_argument("--skip", nargs="*", default=[], choices=["ours", "keras_hub", "transformers"])
     parser.add_argument("--output", default=None)
+    parser.add_argument("--only", choices=["ours", "keras_hub", "transformers"],
+                        help=argparse.SUPPRESS)
     parser.add_argument("--torch-threads", type=int, default=None,
                         help="torch intra-op threads (1 avoids OpenMP spin-waits on a "
                              "shared, oversubscribed CPU)")
@@ -148,7 +151,27 @@ def transformers_peer():
     return train, generate
 
 
+def run_one(name):
+    """One model in this process: prints its numbers as one JSON line."""
+    if ARGS.torch_threads:
+        import torch
+
+        torch.set_num_threads(ARGS.torch_threads)
+    flops_per_token = kbm.flops.flops_per_token({**CONFIG, "family": "gpt"}, SEQ)
+    peak = ARGS.peak_flops or kbm.flops.measure_peak_flops()
+    train, generate = {"ours": ours, "keras_hub": keras_hub,
+                       "transformers": transformers_peer}[name]()
+    print(json.dumps({
+        "train_tokens_per_second": train,
+        "mfu": train * flops_per_token / peak,
+        "peak_rss_mb": maxrss_mb(),
+        "generate_tokens_per_second": {f"batch_{b}": v for b, v in generate.items()},
+    }))
+
+
 def main():
+    if ARGS.only:
+        return run_one(ARGS.only)
     if ARGS.torch_threads:
         import torch
 
@@ -167,23 +190,21 @@ def main():
         "torch_threads": ARGS.torch_threads,
         "models": {},
     }
-    for name, fn in (("ours", ours), ("keras_hub", keras_hub),
-                     ("transformers", transformers_peer)):
+    # Each model runs in its own process, so peak RSS is that model's own.
+    for name in ("ours", "keras_hub", "transformers"):
         if name in ARGS.skip:
             continue
-        try:
-            train, generate = fn()
-        except Exception as error:  # a peer failing must not lose the other numbers
-            results["models"][name] = {"error": f"{type(error).__name__}: {error}"}
-            print(name, "failed:", error)
+        command = [sys.executable, os.path.abspath(__file__), "--only", name,
+                   *sys.argv[1:], "--peak-flops", repr(peak)]
+        proc = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy())
+        lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+        if proc.returncode or not lines:  # a peer failing must not lose the other numbers
+            tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            results["models"][name] = {"error": tail}
+            print(name, "failed:", tail)
             continue
-        results["models"][name] = {
-            "train_tokens_per_second": train,
-            "mfu": train * flops_per_token / peak,
-            "maxrss_mb_after": maxrss_mb(),
-            "generate_tokens_per_second": {f"batch_{b}": v for b, v in generate.items()},
-        }
-        print(name, json.dumps(results["models"][name]))
+        results["models"][name] = json.loads(lines[-1])
+        print(name, lines[-1])
     path = ARGS.output or os.path.join(os.path.dirname(__file__), "results",
                                        f"gpt_{ARGS.backend}.json")
     os.makedirs(os.path.dirname(path), exist_ok=True)
