@@ -140,10 +140,15 @@ def _hf_reference(kind, head, tmp_path):
         ("albert", "base"): ("AlbertConfig", "AlbertModel"),
         ("albert", "pretraining"): ("AlbertConfig", "AlbertForPreTraining"),
         ("bert", "classifier"): ("BertConfig", "BertForSequenceClassification"),
+        ("roberta", "classifier"): ("RobertaConfig", "RobertaForSequenceClassification"),
+        ("albert", "classifier"): ("AlbertConfig", "AlbertForSequenceClassification"),
+        ("bert", "tokens"): ("BertConfig", "BertForTokenClassification"),
     }[(kind, head)]
     extra = {"albert": dict(embedding_size=16, hidden_act="gelu_new"),
              "roberta": dict(pad_token_id=1, type_vocab_size=1, layer_norm_eps=1e-5),
-             "bert": dict(layer_norm_eps=1e-7, num_labels=3)}[kind]
+             "bert": dict(layer_norm_eps=1e-7)}[kind]
+    if head in ("classifier", "tokens"):
+        extra["num_labels"] = 3  # not for pretraining: ALBERT's SOP head has num_labels too
     torch.manual_seed(0)
     config = getattr(transformers, config_cls)(**HF_SMALL, **extra)
     model = getattr(transformers, model_cls)(config).eval()
@@ -195,11 +200,40 @@ def test_huggingface_pretraining_heads_match(kind, tmp_path):
     BertBackbone.from_huggingface(path)
 
 
+@pytest.mark.parametrize("kind", ["bert", "roberta", "albert"])
+def test_huggingface_sequence_classifiers_match(kind, tmp_path):
+    path, inputs, reference = _hf_reference(kind, "classifier", tmp_path)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # RoBERTa's missing (unused) pooler is not news
+        classifier = BertClassifier.from_huggingface(path)
+    assert classifier.num_classes == 3
+    assert classifier.head == ("roberta" if kind == "roberta" else "pooler")
+    assert_close(classifier(inputs), reference.logits.numpy(), atol=1e-4)
+
+
+def test_roberta_classifier_head_save_load(tmp_path):
+    model = BertClassifier(RobertaBackbone(**TINY), num_classes=3)
+    assert model.head == "roberta" and model.head_dense is not None
+    inputs = make_inputs(pad=1)
+    inputs["segment_ids"] = np.zeros_like(inputs["segment_ids"])
+    restored = assert_saved_model_matches(model, inputs, tmp_path)
+    assert restored.head == "roberta"
+    with pytest.raises(ValueError, match="head"):
+        BertClassifier(BertBackbone(**TINY), num_classes=2, head="mean")
+
+
+def test_huggingface_classifier_rejects_other_heads(tmp_path):
+    path, _, _ = _hf_reference("bert", "tokens", tmp_path)
+    with pytest.raises(ValueError, match="BertForTokenClassification.*RobertaForSequence"):
+        BertClassifier.from_huggingface(path)
+    base, _, _ = _hf_reference("roberta", "base", tmp_path)
+    with pytest.raises(ValueError, match="RobertaModel"):
+        BertClassifier.from_huggingface(base)
+
+
 def test_huggingface_classifier_and_errors(tmp_path):
     path, inputs, reference = _hf_reference("bert", "classifier", tmp_path)
-    classifier = BertClassifier.from_huggingface(path)
-    assert classifier.num_classes == 3
-    assert_close(classifier(inputs), reference.logits.numpy(), atol=1e-4)
 
     import json
 
@@ -246,3 +280,24 @@ def test_pretrainer_fit_learns_mlm_and_nsp():
     assert history["mlm_loss"][-1] < history["mlm_loss"][0] - 0.4
     assert history["mlm_accuracy"][-1] > history["mlm_accuracy"][0]
     assert np.all(np.isfinite(history["loss"]))
+
+
+def test_roberta_pretrainer_fit_without_sentence_task():
+    from keras_bigmodels.models.bert import BertPretrainingDataset
+    from keras_bigmodels.objectives.sentence_pairs import full_sentence_packing
+
+    rng = np.random.default_rng(0)
+    documents = [[[int(5 + 2 * d + rng.integers(2))] * 4 for _ in range(6)] for d in range(40)]
+    packed = full_sentence_packing(documents, 16, cls_token_id=0, sep_token_id=2,
+                                   pad_token_id=1)
+    packed = {k: np.tile(v, (4, 1)) for k, v in packed.items()}  # masked 4 ways per epoch
+    data = BertPretrainingDataset(packed, batch_size=16, sentence_task=None,
+                                  vocabulary_size=97, mask_token_id=4,
+                                  special_token_ids=(0, 1, 2, 3))
+    pretrainer = BertPretrainer(RobertaBackbone(**TINY))
+    assert pretrainer.sentence_task is None
+    pretrainer.compile(learning_rate=1e-2)
+    history = pretrainer.fit(data, epochs=6, verbose=0).history
+    # The same metric name as with NSP/SOP, although Keras does not prefix a single output.
+    assert history["mlm_accuracy"][-1] > history["mlm_accuracy"][0]
+    assert history["loss"][-1] < history["loss"][0] - 0.4

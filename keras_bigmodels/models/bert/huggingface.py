@@ -90,7 +90,7 @@ def _dense(loader, layer, name):
     loader.assign(layer.bias, f"{name}.bias")
 
 
-def assign_backbone(backbone, loader, kind):
+def assign_backbone(backbone, loader, kind, warn_missing_pooler=True):
     emb = backbone.embeddings
     e = "embeddings"
     loader.assign(emb.token_embedding.embeddings, f"{e}.word_embeddings.weight")
@@ -124,7 +124,7 @@ def assign_backbone(backbone, loader, kind):
         _norm(loader, block.feedforward_norm, ffn_norm)
     if f"{pooler}.weight" in loader or f"{pooler}.bias" in loader:
         _dense(loader, backbone.pooler, pooler)
-    else:
+    elif warn_missing_pooler:
         # *ForMaskedLM checkpoints are saved without a pooler; HF leaves it random too.
         warnings.warn(
             "The checkpoint has no pooler weights (e.g. a *ForMaskedLM checkpoint); "

@@ -171,7 +171,10 @@ class BertPretrainer(_BertTask):
                 loss[self.sentence_task] = keras.losses.SparseCategoricalCrossentropy(
                     from_logits=True)
         if weighted_metrics is None:
-            weighted_metrics = {"mlm": [keras.metrics.SparseCategoricalAccuracy("accuracy")]}
+            # Keras prefixes "mlm_" only when there are several outputs; without a sentence
+            # task (RoBERTa) the name must carry it, so `mlm_accuracy` is always there.
+            name = "accuracy" if self.sentence_task else "mlm_accuracy"
+            weighted_metrics = {"mlm": [keras.metrics.SparseCategoricalAccuracy(name)]}
         if metrics is None and self.sentence_task:
             metrics = {self.sentence_task: [keras.metrics.SparseCategoricalAccuracy("accuracy")]}
         super().compile(optimizer=optimizer or _adamw(learning_rate), loss=loss, metrics=metrics,
@@ -210,14 +213,26 @@ class BertPretrainer(_BertTask):
         return config
 
 
+CLASSIFIER_HEADS = ("pooler", "roberta")
+# Hugging Face sequence classifiers that `BertClassifier.from_huggingface` reads, and the
+# head each one puts on the encoder.
+HF_CLASSIFIERS = {"BertForSequenceClassification": "pooler",
+                  "AlbertForSequenceClassification": "pooler",
+                  "RobertaForSequenceClassification": "roberta"}
+
+
 @keras.saving.register_keras_serializable(package="keras_bigmodels")
 class BertClassifier(_BertTask):
-    """Sequence classification on the pooled [CLS] output (GLUE-style fine-tuning).
+    """Sequence classification on the first ([CLS] / <s>) token (GLUE-style fine-tuning).
 
     Args:
         backbone: a `BertBackbone`.
         num_classes: number of labels.
-        dropout: on the pooled output (0.1 in BERT).
+        dropout: before each dense layer of the head (0.1 in BERT and RoBERTa).
+        head: "pooler" (BERT, ALBERT: the backbone's tanh pooler, pretrained by NSP/SOP,
+            then one dense layer), "roberta" (RoBERTa, which has no pretrained pooler: its
+            own dense + tanh on the first token's sequence output, then `classifier`), or
+            "auto" ("roberta" for backbones with RoBERTa positions, else "pooler").
         freeze_backbone: train only the head.
 
     Example:
@@ -225,18 +240,33 @@ class BertClassifier(_BertTask):
     >>> classifier.fit({"token_ids": ids, "segment_ids": seg, "padding_mask": mask}, labels)
     """
 
-    def __init__(self, backbone, num_classes, dropout=0.1, freeze_backbone=False, **kwargs):
+    def __init__(self, backbone, num_classes, dropout=0.1, head="auto", freeze_backbone=False,
+                 **kwargs):
         check_positive_int("num_classes", num_classes)
+        if head == "auto":
+            head = "roberta" if backbone.position_offset else "pooler"
+        check_in("head", head, CLASSIFIER_HEADS)
         inputs = _backbone_inputs(backbone)
-        pooled = backbone(inputs)["pooled_output"]
-        pooled = keras.layers.Dropout(dropout, name="classifier_dropout")(pooled)
-        head = keras.layers.Dense(num_classes, kernel_initializer=_initializer(backbone),
-                                  dtype=backbone.dtype_policy, name="classifier")
-        super().__init__(inputs=inputs, outputs=head(pooled), **kwargs)
+        features = backbone(inputs)
+        dropout_layer = keras.layers.Dropout(dropout, name="classifier_dropout")
+        head_dense = None
+        if head == "pooler":
+            x = dropout_layer(features["pooled_output"])
+        else:
+            head_dense = keras.layers.Dense(
+                backbone.hidden_dim, activation="tanh", kernel_initializer=_initializer(backbone),
+                dtype=backbone.dtype_policy, name="classifier_dense")
+            x = dropout_layer(features["sequence_output"][:, 0, :])
+            x = dropout_layer(head_dense(x))
+        classifier = keras.layers.Dense(num_classes, kernel_initializer=_initializer(backbone),
+                                        dtype=backbone.dtype_policy, name="classifier")
+        super().__init__(inputs=inputs, outputs=classifier(x), **kwargs)
         self._set_backbone(backbone, freeze_backbone)
         self.num_classes = num_classes
         self.dropout = dropout
-        self.classifier = head
+        self.head = head
+        self.head_dense = head_dense
+        self.classifier = classifier
         self.compile()
 
     def compile(self, optimizer=None, loss=None, metrics=None, learning_rate=5e-5, **kwargs):
@@ -250,39 +280,54 @@ class BertClassifier(_BertTask):
 
     @classmethod
     def from_huggingface(cls, path, **kwargs):
-        """From a `BertForSequenceClassification` / `AlbertForSequenceClassification` dir.
+        """From a `BertForSequenceClassification`, `AlbertForSequenceClassification` or
+        `RobertaForSequenceClassification` checkpoint dir (backbone and head).
 
         Example:
-        >>> classifier = BertClassifier.from_huggingface("checkpoints/bert-sst2")
+        >>> classifier = BertClassifier.from_huggingface("checkpoints/roberta-sst2")
         """
         from keras_bigmodels.checkpoints import read_checkpoint
         from keras_bigmodels.models.bert import huggingface as hf
 
         hf_config, weights = read_checkpoint(path)
         kind = hf.model_type(hf_config)
-        if kind == "roberta":
+        head = "roberta" if kind == "roberta" else "pooler"
+        architectures = hf_config.get("architectures") or []
+        unsupported = [a for a in architectures if a not in HF_CLASSIFIERS]
+        if unsupported:
             raise ValueError(
-                "RobertaForSequenceClassification uses a two-layer head on <s> that "
-                "BertClassifier does not build; load the backbone with "
-                "BertBackbone.from_huggingface and fine-tune a BertClassifier on it."
+                f"`{path}` holds a {unsupported[0]} checkpoint; BertClassifier.from_huggingface "
+                f"reads {', '.join(HF_CLASSIFIERS)}. Load other checkpoints with "
+                "BertBackbone.from_huggingface and fine-tune a head on it."
             )
-        if "classifier.weight" not in weights:
-            raise ValueError(f"`{path}` has no `classifier.weight`: not a sequence classifier.")
+        out_proj = "classifier.out_proj" if head == "roberta" else "classifier"
+        if f"{out_proj}.weight" not in weights:
+            raise ValueError(
+                f"`{path}` has no `{out_proj}.weight`: not a {kind} sequence classifier "
+                f"(expected one of {', '.join(HF_CLASSIFIERS)})."
+            )
         backbone = BertBackbone(**hf.backbone_kwargs(hf_config))
-        kwargs.setdefault("num_classes", weights["classifier.weight"].shape[0])
-        kwargs.setdefault("dropout", hf_config.get("classifier_dropout_prob")
-                          or hf_config.get("classifier_dropout")
-                          or hf_config.get("hidden_dropout_prob", 0.1))
+        kwargs.setdefault("num_classes", weights[f"{out_proj}.weight"].shape[0])
+        kwargs.setdefault("head", head)
+        if "dropout" not in kwargs:
+            names = ("classifier_dropout_prob", "classifier_dropout", "hidden_dropout_prob")
+            values = [hf_config.get(n) for n in names if hf_config.get(n) is not None]
+            kwargs["dropout"] = values[0] if values else 0.1
         model = cls(backbone=backbone, **kwargs)
+        if model.head != head:
+            raise ValueError(f"A {kind} checkpoint's head is {head!r}; received head={model.head!r}.")
         loader = hf.make_loader(weights)
-        hf.assign_backbone(backbone, loader, kind)
-        hf._dense(loader, model.classifier, "classifier")
+        # RoBERTa classifiers are saved without the (unused) pooler.
+        hf.assign_backbone(backbone, loader, kind, warn_missing_pooler=head == "pooler")
+        if head == "roberta":
+            hf._dense(loader, model.head_dense, "classifier.dense")
+        hf._dense(loader, model.classifier, out_proj)
         loader.finish()
         return model
 
     def get_config(self):
         config = super().get_config()
-        config.update(num_classes=self.num_classes, dropout=self.dropout,
+        config.update(num_classes=self.num_classes, dropout=self.dropout, head=self.head,
                       freeze_backbone=self.freeze_backbone)
         return config
 
