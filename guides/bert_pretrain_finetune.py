@@ -38,6 +38,11 @@ to separate. The previous settings (constant learning rate 1e-3, one fixed set o
 pairs, 4000 WordPieces, 230 steps) stalled at ~7-10% MLM accuracy, the NSP head memorized
 its pairs (train 98%, held out 50%) and the fine-tuned encoder did no better than random
 init. Longer runs (`--epochs`) keep improving.
+
+`--model roberta` (3 min 34 s, 855 steps on 9,120 packed examples): MLM accuracy 0.050 ->
+0.107 -> 0.136 (held out 0.068 -> 0.119; byte-level BPE pieces are harder to guess), few
+labels: pretrained 0.439 / 0.629 / 0.621 (mean 0.563), random init 0.364 / 0.280 / 0.326
+(mean 0.323).
 """
 
 import argparse
