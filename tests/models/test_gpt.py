@@ -180,3 +180,74 @@ def test_huggingface_gpt2_parity(tmp_path):
     assert lm.tokenizer is not None
     text = lm.generate("the quick", max_new_tokens=3, stop_token_ids=None)
     assert isinstance(text, str) and text.startswith("the quick")
+
+
+def hf_argmax_loop(reference, ids, max_new_tokens):
+    # OpenAIGPT has no KV cache in transformers: the reference is a plain argmax loop.
+    import torch
+
+    ids = torch.tensor(ids, dtype=torch.long)
+    with torch.no_grad():
+        for _ in range(max_new_tokens):
+            next_ids = reference(ids).logits[:, -1].argmax(-1, keepdim=True)
+            ids = torch.cat([ids, next_ids], dim=1)
+    return ids.numpy()
+
+
+def test_huggingface_openai_gpt_parity(tmp_path):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from safetensors.numpy import load_file, save_file
+
+    def save(path, **overrides):
+        config = transformers.OpenAIGPTConfig(
+            vocab_size=300, n_positions=32, n_embd=32, n_layer=2, n_head=4, resid_pdrop=0.0,
+            embd_pdrop=0.0, attn_pdrop=0.0, **overrides)
+        torch.manual_seed(0)
+        reference = transformers.OpenAIGPTLMHeadModel(config).eval()
+        # HF inits Conv1D with std 0.02, zero biases and identity layer norms, under which
+        # exact and tanh GELU agree to 1e-6; wider random weights tell them apart.
+        with torch.no_grad():
+            for name, weight in reference.named_parameters():
+                identity = 1.0 if "ln_" in name and name.endswith("weight") else 0.0
+                weight.copy_(identity + 0.2 * torch.randn_like(weight))
+        reference.save_pretrained(path)
+        return reference
+
+    ids = np.random.RandomState(0).randint(0, 300, (2, 12)).astype("int32")
+    reference = save(tmp_path / "gpt")
+    lm = GPTCausalLM.from_huggingface(tmp_path / "gpt")
+    backbone = lm.backbone
+    assert backbone.final_norm is None and backbone.normalize_first is False
+    # modeling_openai.py maps afn "gelu" to gelu_new, the tanh approximation.
+    assert backbone.activation == "gelu_approximate"
+    with torch.no_grad():
+        expected = reference(torch.tensor(ids, dtype=torch.long)).logits.numpy()
+    assert_close(lm(ids), expected, atol=1e-4)
+    assert (lm.generate(ids[:, :4], max_new_tokens=8, stop_token_ids=None)
+            == hf_argmax_loop(reference, ids[:, :4], 8)).all()
+    exact_gelu = GPTCausalLM.from_huggingface(tmp_path / "gpt", activation="gelu")
+    assert np.abs(to_numpy(exact_gelu(ids)) - expected).max() > 1e-3
+
+    # The config's activation and epsilon are honoured.
+    other = save(tmp_path / "relu", afn="relu", layer_norm_epsilon=1e-2)
+    lm = GPTCausalLM.from_huggingface(tmp_path / "relu")
+    assert lm.backbone.activation == "relu" and lm.backbone.layer_norm_epsilon == 1e-2
+    with torch.no_grad():
+        expected = other(torch.tensor(ids, dtype=torch.long)).logits.numpy()
+    assert_close(lm(ids), expected, atol=1e-4)
+
+    # Clear errors: unknown model_type, missing and unexpected weights.
+    config_file = tmp_path / "gpt" / "config.json"
+    config_text = config_file.read_text()
+    config_file.write_text(config_text.replace('"openai-gpt"', '"gpt_neo"'))
+    with pytest.raises(ValueError, match="model_type 'gpt_neo'"):
+        GPTCausalLM.from_huggingface(tmp_path / "gpt")
+    config_file.write_text(config_text)
+    weights_file = tmp_path / "gpt" / "model.safetensors"
+    weights = load_file(weights_file)
+    weights.pop(next(n for n in weights if n.endswith("h.1.ln_2.bias")))
+    weights["transformer.h.0.attn.extra.weight"] = np.zeros((2,), "float32")
+    save_file(weights, weights_file, metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"(?s)Missing.*h\.1\.ln_2\.bias.*Unexpected.*extra"):
+        GPTCausalLM.from_huggingface(tmp_path / "gpt")

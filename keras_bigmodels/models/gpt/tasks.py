@@ -204,14 +204,21 @@ class GPTCausalLM(Task):
     # Hugging Face ---------------------------------------------------------------------
     @classmethod
     def from_huggingface(cls, path, **kwargs):
-        """A GPT-2 checkpoint dir (config.json + model.safetensors [+ tokenizer.json]).
+        """A GPT-2 or GPT-1 checkpoint dir (config.json + model.safetensors [+ tokenizer.json]).
+
+        `model_type` in config.json picks the mapping: "gpt2" (`GPT2LMHeadModel`) or
+        "openai-gpt" (`OpenAIGPTLMHeadModel`, post-norm); anything else is a ValueError.
+
+        Args:
+            path: a local directory written by `save_pretrained`.
+            **kwargs: `dtype` and GPTBackbone overrides (e.g. `dropout`).
 
         Example:
         >>> lm = GPTCausalLM.from_huggingface("gpt2/")  # a local save_pretrained dir
         """
-        from keras_bigmodels.models.gpt.huggingface import load_gpt2
+        from keras_bigmodels.models.gpt.huggingface import load_gpt
 
-        return load_gpt2(cls, path, **kwargs)
+        return load_gpt(cls, path, **kwargs)
 
     # Config ---------------------------------------------------------------------------
     def get_config(self):
