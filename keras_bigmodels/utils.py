@@ -80,6 +80,12 @@ def check_in(name, value, allowed):
         raise ValueError(f"`{name}` must be one of {allowed_text}; received {value!r}.")
 
 
+def check_finite_number(name, value):
+    if (isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating))
+            or not np.isfinite(value)):
+        raise ValueError(f"`{name}` must be a finite number; received {value!r}.")
+
+
 def concrete_numpy(x):
     """The value of `x` as numpy when it is concrete (eager), else None (symbolic/traced)."""
     if isinstance(x, np.ndarray):

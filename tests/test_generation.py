@@ -90,3 +90,87 @@ def test_beam_search_finds_the_best_sequence(table):
     assert to_numpy(out)[0].tolist() == [2, *best]
     expected = log_probs[2, best[0]] + log_probs[best[0], best[1]] + log_probs[best[1], best[2]]
     assert abs(float(to_numpy(score)[0]) - expected) < 1e-4
+
+
+def old_beam_search(log_probs, prompt, total, k, stop, pad):
+    """The fixed-slot beam search ranked by raw summed log-prob (length_penalty=0), in numpy."""
+    beams = [(list(prompt), 0.0 if b == 0 else -1e9, False) for b in range(k)]
+    pad_only = np.where(np.arange(VOCAB) == pad, 0.0, -1e9)
+    for _ in range(len(prompt), total):
+        if all(done for _, _, done in beams):
+            break
+        candidates = [(score + (pad_only if done else log_probs[seq[-1]])[t], b, t)
+                      for b, (seq, score, done) in enumerate(beams) for t in range(VOCAB)]
+        candidates.sort(key=lambda c: -c[0])
+        beams = [(beams[b][0] + [t], s, beams[b][2] or t == stop)
+                 for s, b, t in candidates[:k]]
+    return beams[0][0] + [pad] * (total - len(beams[0][0])), beams[0][1]
+
+
+def test_beam_length_penalty_zero_is_raw_log_prob_ranking(table):
+    log_probs = table - np.log(np.exp(table).sum(-1, keepdims=True))
+    prompts = [[2], [5, 3, 1]]
+    ids, mask = buffer(prompts, 7)
+    step = bigram_step(table)
+    for stop in range(VOCAB):
+        run = compile_function(
+            lambda i, m: beam_search(step, keras.ops.zeros((2,)), i, m, 1, num_beams=3,
+                                     stop_token_ids=(stop,), pad_token_id=stop,
+                                     length_penalty=0.0),
+            variables=[],
+        )
+        out, scores = run(keras.ops.array(ids), keras.ops.array(mask))
+        for row, score, prompt in zip(to_numpy(out), to_numpy(scores), prompts):
+            expected, expected_score = old_beam_search(log_probs, prompt, 7, 3, stop, stop)
+            assert row.tolist() == expected, stop
+            assert abs(score - expected_score) < 1e-4
+
+
+def test_beam_length_penalty_ranks_finished_beams_by_normalized_score():
+    # From token 1: stop (0) with p=0.4 or a chain 2 -> 3 -> 4 -> 5 with p=0.6, 0.7, 0.7, 0.7
+    # (the rest of each step's mass on stopping). Raw log-prob prefers the short beam
+    # [1, 0] (log 0.4 = -0.92 > -1.58); divided by the generated length the 4-token chain
+    # wins (-1.58 / 4 = -0.40 > -0.92 / 1).
+    probs = np.full((VOCAB, VOCAB), 1e-6)
+    probs[0, 0] = 1.0
+    probs[1, 0], probs[1, 2] = 0.4, 0.6
+    for token in (2, 3, 4, 5):
+        probs[token, 0], probs[token, token % 5 + 1] = 0.3, 0.7
+    table = np.log(probs / probs.sum(-1, keepdims=True)).astype("float32")
+    ids, mask = buffer([[1]], 5)
+
+    def best(length_penalty, num_beams=4):
+        run = compile_function(
+            lambda i, m: beam_search(bigram_step(table), keras.ops.zeros((1,)), i, m, 1,
+                                     num_beams=num_beams, stop_token_ids=(0,),
+                                     length_penalty=length_penalty),
+            variables=[],
+        )
+        out, score = run(keras.ops.array(ids), keras.ops.array(mask))
+        return to_numpy(out)[0].tolist(), float(to_numpy(score)[0])
+
+    # Brute force over every continuation of HF's score sum_logprob / length ** penalty.
+    def exhaustive(length_penalty):
+        scored = []
+        for tail in itertools.product(range(VOCAB), repeat=4):
+            seq, logp = [1], 0.0
+            for token in tail:
+                logp += table[seq[-1], token]
+                seq.append(token)
+                if token == 0:
+                    break
+            n = len(seq) - 1
+            scored.append((logp / n ** length_penalty, seq + [0] * (5 - len(seq))))
+        return max(scored)[1]
+
+    short, long = [1, 0, 0, 0, 0], [1, 2, 3, 4, 5]
+    for length_penalty, expected in ((0.0, short), (1.0, long), (2.0, long), (-1.0, short)):
+        assert exhaustive(length_penalty) == expected
+        sequence, score = best(length_penalty)
+        assert sequence == expected, length_penalty
+        # The score stays the raw summed log-prob of the returned beam.
+        raw = sum(table[a, b] for a, b in zip(sequence, sequence[1:]) if a or b)
+        assert abs(score - raw) < 1e-4
+    with pytest.raises(ValueError, match="length_penalty"):
+        beam_search(bigram_step(table), keras.ops.zeros((1,)), keras.ops.array(ids),
+                    keras.ops.array(mask), 1, num_beams=2, length_penalty=float("nan"))

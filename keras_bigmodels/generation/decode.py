@@ -81,37 +81,66 @@ def repeat_batch(tree, times):
 
 
 def beam_search(next_logits, cache, token_ids, prompt_mask, start_index, num_beams,
-                stop_token_ids=(), pad_token_id=0):
+                stop_token_ids=(), pad_token_id=0, length_penalty=1.0):
     """Beam search; returns the best beam's buffer [batch, total_length] and its log-prob.
 
     `cache` is the prefix cache for the original batch; it is repeated per beam here.
-    A finished beam (stop token) keeps its score and is padded.
+    A finished beam (stop token) keeps its score and length and is padded.
+
+    A finished beam scores as in Hugging Face, `sum_logprob / generated_length **
+    length_penalty`, where `generated_length` counts the tokens after the row's prompt,
+    stop token included (a beam that reaches the end of the buffer finishes there).
+    Unlike HF, which keeps finished hypotheses in a separate pool, a finished beam keeps
+    its slot among the `num_beams` and competes with the running beams, which all share
+    one length within a row, on the same normalized score. `length_penalty` > 0 favours
+    longer sequences, < 0 shorter ones, and 0 ranks by the raw summed log-probability.
+    The returned score is the raw summed log-probability of the returned beam.
+
+    Args:
+        length_penalty: finite float exponent of the length normalization (HF default 1.0).
     """
+    from keras_bigmodels.utils import check_finite_number
+
+    check_finite_number("length_penalty", length_penalty)
     total_length = token_ids.shape[1]
     batch = ops.shape(token_ids)[0]
     k = num_beams
     ids = repeat_batch(token_ids, k)
     prompt_mask = repeat_batch(prompt_mask, k)
     cache = repeat_batch(cache, k)
+    prompt_lengths = ops.sum(ops.cast(prompt_mask, "int32"), axis=1)
     # All beams start identical: only beam 0 may expand at the first sampled step.
     scores = ops.reshape(
         ops.tile(ops.convert_to_tensor([0.0] + [NEG_INF] * (k - 1))[None, :], [batch, 1]), [-1]
     )
+    lengths = ops.zeros((batch * k,), dtype="int32")
     done = ops.zeros((batch * k,), dtype="bool")
 
-    def cond(index, ids, cache, scores, done):
+    def normalized(raw, length):
+        # Masked candidates (NEG_INF) stay masked: dividing them could lift them above
+        # real beams when length ** length_penalty is large.
+        scale = ops.power(ops.cast(ops.maximum(length, 1), "float32"), float(length_penalty))
+        return ops.where(ops.less(raw, NEG_INF / 2), raw, raw / scale)
+
+    def cond(index, ids, cache, scores, lengths, done):
         return ops.logical_and(ops.less(index, total_length),
                                ops.logical_not(ops.all(done)))
 
-    def body(index, ids, cache, scores, done):
+    def body(index, ids, cache, scores, lengths, done):
         logits, cache = next_logits(ops.slice(ids, [0, index - 1], [batch * k, 1]), cache,
                                     index - 1)
         log_probs = ops.log_softmax(ops.cast(logits[:, -1, :], "float32"), axis=-1)
         vocabulary = log_probs.shape[-1]
         pad_only = ops.where(ops.equal(ops.arange(vocabulary), pad_token_id), 0.0, NEG_INF)
         log_probs = ops.where(done[:, None], pad_only[None, :], log_probs)
-        total = ops.reshape(scores[:, None] + log_probs, [batch, k * vocabulary])
-        top_scores, top_index = ops.top_k(total, k)
+        total = scores[:, None] + log_probs
+        # A running beam's candidates have the length the token at `index` gives it; a
+        # finished beam's only live candidate (the pad) keeps its length.
+        candidate_lengths = ops.where(done, lengths, index - prompt_lengths + 1)
+        ranked = normalized(total, candidate_lengths[:, None])
+        _, top_index = ops.top_k(ops.reshape(ranked, [batch, k * vocabulary]), k)
+        top_scores = ops.take_along_axis(ops.reshape(total, [batch, k * vocabulary]),
+                                         top_index, axis=-1)
         beam = top_index // vocabulary
         tokens = ops.cast(top_index % vocabulary, "int32")
         # Rows still inside their prompt keep their beams and take the prompt token.
@@ -124,18 +153,19 @@ def beam_search(next_logits, cache, token_ids, prompt_mask, start_index, num_bea
         flat = ops.reshape(beam + ops.arange(batch)[:, None] * k, [-1])
         ids = ops.take(ids, flat, axis=0)
         cache = keras.tree.map_structure(lambda c: ops.take(c, flat, axis=0), cache)
+        lengths = ops.take(candidate_lengths, flat, axis=0)
         done = ops.take(done, flat, axis=0)
         tokens = ops.reshape(tokens, [-1])
         ids = ops.slice_update(ids, [0, index], ops.cast(tokens, ids.dtype)[:, None])
         done = ops.logical_or(
             done, ops.logical_and(_is_stop(tokens, stop_token_ids), ops.logical_not(in_prompt))
         )
-        return index + 1, ids, cache, ops.reshape(top_scores, [-1]), done
+        return index + 1, ids, cache, ops.reshape(top_scores, [-1]), lengths, done
 
-    _, ids, _, scores, _ = ops.while_loop(
+    _, ids, _, scores, _, _ = ops.while_loop(
         cond, body,
-        (ops.convert_to_tensor(start_index, "int32"), ids, cache, scores, done),
+        (ops.convert_to_tensor(start_index, "int32"), ids, cache, scores, lengths, done),
     )
-    # top_k keeps beams sorted, so beam 0 is the best of each row.
+    # top_k keeps beams sorted by their normalized score, so beam 0 is the best of each row.
     best = ops.arange(batch) * k
     return ops.take(ids, best, axis=0), ops.take(scores, best, axis=0)

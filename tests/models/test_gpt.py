@@ -90,6 +90,14 @@ def test_samplers_beams_and_stop_tokens(lm):
     beams = lm.generate(prompts, max_new_tokens=6, sampler="beam", num_beams=3)
     assert [r[:len(p)] for r, p in zip(beams, prompts)] == prompts
     assert all(len(r) == len(p) + 6 for r, p in zip(beams, prompts))
+    # Without stop tokens a row's beams share one length, so the penalty cannot reorder
+    # them; it is still part of the compiled function's key.
+    functions = len(lm._generate_functions)
+    assert lm.generate(prompts, max_new_tokens=6, sampler="beam", num_beams=3,
+                       length_penalty=0.0) == beams
+    assert len(lm._generate_functions) == functions + 1
+    with pytest.raises(ValueError, match="length_penalty"):
+        lm.generate(prompts, sampler="beam", length_penalty=float("inf"))
     stop = greedy[0][4]  # the second generated token of row 0
     stopped = lm.generate(prompts, max_new_tokens=6, stop_token_ids=[stop])
     for row, full, prompt in zip(stopped, greedy, prompts):

@@ -8,7 +8,7 @@ from keras_bigmodels.generation import Sampler, beam_search, compile_function, d
 from keras_bigmodels.models.base import Task
 from keras_bigmodels.models.gpt.backbone import GPTBackbone
 from keras_bigmodels.objectives.losses import SparseCrossEntropy, sparse_cross_entropy_from_logits
-from keras_bigmodels.utils import check_positive_int, invoke
+from keras_bigmodels.utils import check_finite_number, check_positive_int, invoke
 
 
 @keras.saving.register_keras_serializable(package="keras_bigmodels")
@@ -86,8 +86,9 @@ class GPTCausalLM(Task):
         return ops.cast(logits, "float32"), cache
 
     def _generate_function(self, sampler, num_beams, stop_token_ids, pad_token_id,
-                           prompt_length):
-        key = (sampler.key(), num_beams, stop_token_ids, pad_token_id, prompt_length)
+                           prompt_length, length_penalty=1.0):
+        key = (sampler.key(), num_beams, stop_token_ids, pad_token_id, prompt_length,
+               length_penalty)
         if key not in self._generate_functions:
             def generate(token_ids, prompt_mask, start_index, uniform):
                 batch = ops.shape(token_ids)[0]
@@ -98,7 +99,7 @@ class GPTCausalLM(Task):
                 if num_beams > 1:
                     ids, _ = beam_search(self.next_logits, cache, token_ids, prompt_mask,
                                          start_index, num_beams, stop_token_ids,
-                                         pad_token_id)
+                                         pad_token_id, length_penalty)
                     return ids
                 return decode(self.next_logits, cache, token_ids, prompt_mask, start_index,
                               sampler, stop_token_ids, uniform, pad_token_id)
@@ -107,7 +108,8 @@ class GPTCausalLM(Task):
         return self._generate_functions[key]
 
     def generate(self, prompts, max_new_tokens=32, sampler="greedy", temperature=1.0,
-                 top_k=50, top_p=0.9, num_beams=4, stop_token_ids="auto", seed=None):
+                 top_k=50, top_p=0.9, num_beams=4, length_penalty=1.0,
+                 stop_token_ids="auto", seed=None):
         """Continue prompts with a KV cache and a compiled decode loop.
 
         Args:
@@ -119,6 +121,12 @@ class GPTCausalLM(Task):
             sampler: "greedy", "random", "top_k", "top_p" or "beam".
             temperature, top_k, top_p: sampling parameters.
             num_beams: beams of "beam".
+            length_penalty: "beam" ranks a finished beam by
+                sum_logprob / generated_length ** length_penalty (Hugging Face's
+                convention; generated_length counts the continuation, stop token
+                included). > 0 favours longer continuations, < 0 shorter ones, 0 ranks
+                by the raw summed log-probability. Only matters with stop tokens: beams
+                that all run to max_new_tokens share one length.
             stop_token_ids: ids that end a row; "auto" is the tokenizer's end-of-text id
                 (none without a tokenizer); None or () never stops early.
             seed: int seed of the random samplers.
@@ -152,6 +160,8 @@ class GPTCausalLM(Task):
             stop_token_ids = () if eos is None else (eos,)
         stop_token_ids = tuple(int(t) for t in (stop_token_ids or ()))
         pad_token_id = stop_token_ids[0] if stop_token_ids else 0
+        check_finite_number("length_penalty", length_penalty)
+        length_penalty = float(length_penalty)
         if sampler == "beam":
             check_positive_int("num_beams", num_beams)
             step_sampler, beams = Sampler("greedy"), num_beams
@@ -180,7 +190,7 @@ class GPTCausalLM(Task):
         uniform = rng.random((total_length, len(rows)), dtype=np.float32)
 
         function = self._generate_function(step_sampler, beams, stop_token_ids, pad_token_id,
-                                           prompt_length)
+                                           prompt_length, length_penalty if beams > 1 else 1.0)
         output = function(ops.convert_to_tensor(buffer), ops.convert_to_tensor(mask),
                           ops.convert_to_tensor(min(lengths), "int32"),
                           ops.convert_to_tensor(uniform))
