@@ -15,7 +15,7 @@ an uncached argmax loop. Everything is `keras.ops`, so the whole loop compiles
 import keras
 from keras import ops
 
-from keras_bigmodels.utils import eager_index
+from keras_bigmodels.utils import check_finite_number, eager_index
 
 NEG_INF = -1e9
 
@@ -99,7 +99,6 @@ def beam_search(next_logits, cache, token_ids, prompt_mask, start_index, num_bea
     Args:
         length_penalty: finite float exponent of the length normalization (HF default 1.0).
     """
-    from keras_bigmodels.utils import check_finite_number
 
     check_finite_number("length_penalty", length_penalty)
     total_length = token_ids.shape[1]

@@ -5,7 +5,7 @@ import keras
 from keras_bigmodels import flops
 from keras_bigmodels.evaluation import build_prompt, evaluate_multiple_choice, score_choices
 from keras_bigmodels.models import GPTBackbone, GPTCausalLM
-from keras_bigmodels.models.gpt import banded_attention_bias
+from keras_bigmodels.models.gpt import Perplexity, banded_attention_bias
 from keras_bigmodels.models.gpt.config import GPT3_PAPER_PARAMS, GPT3_SIZES
 from keras_bigmodels.objectives.causal_lm import CausalLMBatches, pack_documents
 from tests.testing import assert_close, assert_saved_model_matches, to_numpy
@@ -123,6 +123,10 @@ def test_training_lowers_loss_and_save_load(tmp_path):
     loss_after, perplexity_after = lm.evaluate(x, y, verbose=0)
     assert loss_after < 0.5 * loss_before
     assert perplexity_after < perplexity_before
+    # The default perplexity is exp(loss); the explicit metric computes it from logits.
+    np.testing.assert_allclose(perplexity_after, np.exp(loss_after), rtol=1e-5)
+    lm.compile(optimizer=keras.optimizers.Adam(5e-3), metrics=[Perplexity()])
+    np.testing.assert_allclose(lm.evaluate(x, y, verbose=0)[1], perplexity_after, rtol=1e-4)
     restored = assert_saved_model_matches(lm, x[:2], tmp_path)
     assert restored.generate([[4, 5, 6]], max_new_tokens=3) == lm.generate([[4, 5, 6]],
                                                                            max_new_tokens=3)
