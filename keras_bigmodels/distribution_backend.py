@@ -33,7 +33,10 @@ def torch_ddp_model(model, **kwargs):
     rank 0's weights on construction, so every process starts from the same model.
     With gloo, processes that share one machine should set `GLOO_SOCKET_IFNAME=lo`: gloo
     otherwise takes the address the hostname resolves to, which in some containers the
-    other process cannot reach, and the rendezvous waits until its timeout.
+    other process cannot reach, and the rendezvous waits until its timeout. Tear down in
+    this order: `torch.distributed.barrier()`, `del ddp`, then `destroy_process_group()`;
+    destroying the group first leaves the wrapper's reducer to free it later, which can
+    deadlock in gloo's worker thread (seen intermittently on CPU).
 
     Example:
     >>> torch.distributed.init_process_group("gloo", rank=rank, world_size=2)

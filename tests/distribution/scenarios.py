@@ -497,7 +497,17 @@ def scenario_torch_ddp(out, rank, world_size, port):
     RESULTS["losses"] = losses
     RESULTS["weights"] = [w.tolist() for w in model.get_weights()]
     if world_size > 1:
-        torch.distributed.destroy_process_group()
+        # Tearing DDP down can deadlock: the Reducer's last reference to the gloo group
+        # joins gloo's worker thread while this thread holds the GIL, and that worker
+        # needs the GIL to release a finished allreduce's tensors (seen both in CI and
+        # here, intermittently). Wait for both ranks, write the results, and
+        # leave without running destructors.
+        torch.distributed.barrier()
+        RESULTS["wall_seconds"] = None
+        with open(out, "w") as f:
+            json.dump(RESULTS, f, indent=1)
+        sys.stdout.flush()
+        os._exit(0)
 
 
 SCENARIOS = {"data_parallel": scenario_data_parallel, "model_parallel": scenario_model_parallel,
