@@ -80,9 +80,10 @@ class GPTCausalLM(Task):
                                                clipnorm=1.0)
         if loss == "auto":
             loss = SparseCrossEntropy()
-        self._perplexity_from_loss = metrics == "auto"
-        if metrics == "auto":
-            metrics = []
+        # None too: a saved model recompiles from its config with the None stored here.
+        self._perplexity_from_loss = metrics is None or metrics == "auto"
+        if self._perplexity_from_loss:
+            metrics = None
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
 
     def get_metrics_result(self):
