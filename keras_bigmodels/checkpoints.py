@@ -49,16 +49,9 @@ def read_weights(path):
         return weights
     bin_file = os.path.join(path, "pytorch_model.bin")
     if os.path.isfile(bin_file):
-        try:
-            import torch
-        except ImportError:
-            raise ValueError(
-                f"`{path}` holds only pytorch_model.bin; loading it needs torch. Re-save the "
-                "checkpoint with `save_pretrained(..., safe_serialization=True)`."
-            ) from None
-        state = torch.load(bin_file, map_location="cpu", weights_only=True)
-        return {k: v.float().numpy() if v.is_floating_point() else v.numpy()
-                for k, v in state.items()}
+        from keras_bigmodels.checkpoint_backend import read_torch_state_dict
+
+        return read_torch_state_dict(bin_file, path)
     raise ValueError(f"No model.safetensors (or index, or pytorch_model.bin) in `{path}`.")
 
 
