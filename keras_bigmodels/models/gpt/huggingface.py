@@ -29,6 +29,22 @@ def _activation(config, key, default, table):
     return table[name]
 
 
+def _shared_kwargs(config, intermediate_dim, normalize_first, activation):
+    """The GPTBackbone kwargs GPT-1 and GPT-2 configs spell the same way."""
+    return {
+        "vocabulary_size": config["vocab_size"],
+        "num_layers": config["n_layer"],
+        "num_heads": config["n_head"],
+        "hidden_dim": config["n_embd"],
+        "intermediate_dim": intermediate_dim,
+        "max_sequence_length": config["n_positions"],
+        "normalize_first": normalize_first,
+        "activation": activation,
+        "dropout": config.get("resid_pdrop", 0.1),
+        "layer_norm_epsilon": config.get("layer_norm_epsilon", 1e-5),
+    }
+
+
 def gpt2_backbone_kwargs(config):
     """GPTBackbone kwargs of an HF GPT2Config dict."""
     if config.get("scale_attn_by_inverse_layer_idx") or config.get("reorder_and_upcast_attn"):
@@ -36,37 +52,17 @@ def gpt2_backbone_kwargs(config):
                          "reorder_and_upcast_attn are not supported.")
     if config.get("scale_attn_weights") is False:
         raise ValueError("GPT-2 checkpoints with scale_attn_weights=False are not supported.")
-    hidden = config["n_embd"]
-    return {
-        "vocabulary_size": config["vocab_size"],
-        "num_layers": config["n_layer"],
-        "num_heads": config["n_head"],
-        "hidden_dim": hidden,
-        "intermediate_dim": config.get("n_inner") or 4 * hidden,
-        "max_sequence_length": config["n_positions"],
-        "normalize_first": True,
-        "activation": _activation(config, "activation_function", "gelu_new", ACTIVATIONS),
-        "dropout": config.get("resid_pdrop", 0.1),
-        "layer_norm_epsilon": config.get("layer_norm_epsilon", 1e-5),
-    }
+    return _shared_kwargs(
+        config, config.get("n_inner") or 4 * config["n_embd"], normalize_first=True,
+        activation=_activation(config, "activation_function", "gelu_new", ACTIVATIONS))
 
 
 def openai_gpt_backbone_kwargs(config):
     """GPTBackbone kwargs of an HF OpenAIGPTConfig dict (the original GPT)."""
-    hidden = config["n_embd"]
-    return {
-        "vocabulary_size": config["vocab_size"],
-        "num_layers": config["n_layer"],
-        "num_heads": config["n_head"],
-        "hidden_dim": hidden,
-        # modeling_openai.py hard-codes the MLP width; its config has no n_inner.
-        "intermediate_dim": 4 * hidden,
-        "max_sequence_length": config["n_positions"],
-        "normalize_first": False,
-        "activation": _activation(config, "afn", "gelu", OPENAI_GPT_ACTIVATIONS),
-        "dropout": config.get("resid_pdrop", 0.1),
-        "layer_norm_epsilon": config.get("layer_norm_epsilon", 1e-5),
-    }
+    # modeling_openai.py hard-codes the MLP width; its config has no n_inner.
+    return _shared_kwargs(
+        config, 4 * config["n_embd"], normalize_first=False,
+        activation=_activation(config, "afn", "gelu", OPENAI_GPT_ACTIVATIONS))
 
 
 # model_type -> (backbone kwargs, embedding names (token, position), final norm name).
