@@ -61,7 +61,7 @@ def write_in_place(buffer, axis, start, update):
 
 def invoke(layer, *args, **kwargs):
     """`layer(*args, **kwargs)`, or `layer.call(...)` inside `eager_decoding()`."""
-    if getattr(_CALLS, "direct", False) and layer.built:
+    if in_eager_decoding() and layer.built:
         policy = layer.dtype_policy
         if (policy.compute_dtype == policy.variable_dtype
                 and not getattr(policy, "quantization_mode", None)):
