@@ -22,18 +22,29 @@ def eager_decoding(enabled=True):
     - `invoke(layer, ...)` runs a built layer's `call` directly. Layers whose variables and
       computation use different dtypes (mixed precision) or that are quantized keep the
       full `__call__`, since their autocast lives there.
+    - on torch, Dense and LayerNormalization layers and the hot ops of attention call
+      torch directly (`decoding_backend`): Keras' per-op dispatch was most of the rest.
+    - `decoding_memo` keeps values derived from weights (fused projection kernels) for the
+      rest of the block; weights cannot change inside one generate() call.
     - decode loops use Python-int positions (`eager_index`), and attention writes new keys
       and values into the cache in place (`write_in_place`) instead of copying it.
 
     Inside a compiled JAX/TensorFlow function those costs are paid once at trace time, so
     only the eager torch decode loop turns this on (`generation.compile_function`).
     """
-    previous = getattr(_CALLS, "direct", False)
+    previous = (getattr(_CALLS, "direct", False), getattr(_CALLS, "memo", None),
+                getattr(_CALLS, "torch", None))
     _CALLS.direct = enabled
+    _CALLS.memo = {} if enabled else None
+    _CALLS.torch = None
+    if enabled and keras.backend.backend() == "torch":
+        from keras_bigmodels import decoding_backend
+
+        _CALLS.torch = decoding_backend.kernels()
     try:
         yield
     finally:
-        _CALLS.direct = previous
+        _CALLS.direct, _CALLS.memo, _CALLS.torch = previous
 
 
 def in_eager_decoding():
@@ -59,13 +70,59 @@ def write_in_place(buffer, axis, start, update):
     return buffer
 
 
+def decoding_memo(key, build):
+    """`build()`, computed once per `eager_decoding()` block (every call outside one)."""
+    memo = getattr(_CALLS, "memo", None)
+    if memo is None:
+        return build()
+    if key not in memo:
+        memo[key] = build()
+    return memo[key]
+
+
+def callable_directly(layer):
+    """Whether `eager_decoding()` may bypass `layer.__call__` (and its weight wrappers)."""
+    if not (in_eager_decoding() and layer.built):
+        return False
+    policy = layer.dtype_policy
+    return (policy.compute_dtype == policy.variable_dtype
+            and not getattr(policy, "quantization_mode", None))
+
+
+def decoding_kernels():
+    """The direct torch kernels inside `eager_decoding()` on torch, else None."""
+    return getattr(_CALLS, "torch", None)
+
+
+def tensor(x):
+    """The backend tensor of a Keras variable (`x` itself otherwise)."""
+    return x.value if isinstance(x, keras.Variable) else x
+
+
+def _direct_torch(layer, args, kwargs):
+    """`layer(*args)` by torch kernels for plain Dense/LayerNormalization layers, or None."""
+    kernels = _CALLS.torch
+    kind = type(layer)
+    if kind is keras.layers.Dense:
+        if layer.activation is keras.activations.linear and not layer.lora_enabled:
+            bias = None if layer.bias is None else layer.bias.value
+            return kernels.linear(args[0], layer.kernel.value, bias)
+    elif kind is keras.layers.LayerNormalization:
+        if not layer.rms_scaling and layer.axis in (-1, [-1], [len(args[0].shape) - 1]):
+            gamma = None if layer.gamma is None else layer.gamma.value
+            beta = None if layer.beta is None else layer.beta.value
+            return kernels.layer_norm(args[0], gamma, beta, layer.epsilon)
+    return None
+
+
 def invoke(layer, *args, **kwargs):
     """`layer(*args, **kwargs)`, or `layer.call(...)` inside `eager_decoding()`."""
-    if in_eager_decoding() and layer.built:
-        policy = layer.dtype_policy
-        if (policy.compute_dtype == policy.variable_dtype
-                and not getattr(policy, "quantization_mode", None)):
-            return layer.call(*args, **kwargs)
+    if callable_directly(layer):
+        if _CALLS.torch is not None and not kwargs and len(args) == 1:
+            out = _direct_torch(layer, args, kwargs)
+            if out is not None:
+                return out
+        return layer.call(*args, **kwargs)
     return layer(*args, **kwargs)
 
 

@@ -3,11 +3,16 @@
 import keras
 from keras import ops
 
+from keras_bigmodels.decoding_backend import KerasKernels
 from keras_bigmodels.utils import (
+    callable_directly,
     check_in,
     check_positive_int,
+    decoding_kernels,
+    decoding_memo,
     in_eager_decoding,
     invoke,
+    tensor,
     write_in_place,
 )
 
@@ -236,11 +241,15 @@ class MultiHeadAttention(keras.layers.Layer):
         return_attention_scores=False,
         training=None,
     ):
+        self_attention = value is None and key is None
         value = query if value is None else value
         key = value if key is None else key
-        q = invoke(self.query_dense, query)
-        k = invoke(self.key_dense, key)
-        v = invoke(self.value_dense, value)
+        if self._plain_projections():
+            q, k, v = self._eager_projections(query, key, value, self_attention)
+        else:
+            q = invoke(self.query_dense, query)
+            k = invoke(self.key_dense, key)
+            v = invoke(self.value_dense, value)
 
         offset = 0
         if cache is not None:
@@ -272,8 +281,16 @@ class MultiHeadAttention(keras.layers.Layer):
                 cache = write_in_place(cache, 2, cache_update_index, new)
             else:
                 cache = ops.slice_update(cache, [0, 0, cache_update_index, 0, 0], new)
-            k, v = cache[:, 0], cache[:, 1]
             offset = cache_update_index
+            if (in_eager_decoding() and isinstance(offset, int) and padding_mask is None
+                    and attention_mask is None and attention_bias is None):
+                # Only positions < offset + length hold keys yet: attend over that view
+                # instead of the whole buffer, and a single query needs no causal mask.
+                end = offset + length
+                k, v = cache[:, 0, :end], cache[:, 1, :end]
+                use_causal_mask = use_causal_mask and length > 1
+            else:
+                k, v = cache[:, 0], cache[:, 1]
 
         self._check_mask_shape("padding_mask", padding_mask, (2,), query, k)
         self._check_mask_shape("attention_mask", attention_mask, (3, 4), query, k)
@@ -283,7 +300,10 @@ class MultiHeadAttention(keras.layers.Layer):
         mask = merge_masks(padding_mask, attention_mask, causal)
 
         out, scores = self.attend(q, k, v, mask, attention_bias, return_attention_scores, training)
-        out = invoke(self.output_dense, out)
+        if self._plain_projections():
+            out = self._eager_output(out)
+        else:
+            out = invoke(self.output_dense, out)
         results = [out]
         if return_attention_scores:
             results.append(scores)
@@ -291,10 +311,61 @@ class MultiHeadAttention(keras.layers.Layer):
             results.append(cache)
         return results[0] if len(results) == 1 else tuple(results)
 
+    # Eager decoding (torch): Keras' einsum permutes and copies each projection kernel on
+    # every call; on one token that copy cost more than the product. A kernel reshaped to
+    # a matrix is a free view, and self-attention's three input projections become one
+    # product with a kernel concatenated once per generate() call.
+    def _plain_projections(self):
+        return (callable_directly(self)
+                and all(callable_directly(d) and not d.lora_enabled for d in
+                        (self.query_dense, self.key_dense, self.value_dense, self.output_dense)))
+
+    @staticmethod
+    def _matrix(dense, contracted=1):
+        """The kernel as a [inputs, outputs] matrix over its first `contracted` axes."""
+        kernel, bias = tensor(dense.kernel), dense.bias
+        rows = 1
+        for n in kernel.shape[:contracted]:
+            rows *= n
+        kernels = decoding_kernels() or KerasKernels
+        return (kernels.reshape(kernel, (rows, -1)),
+                None if bias is None else kernels.reshape(tensor(bias), (-1,)))
+
+    def _eager_projections(self, query, key, value, self_attention):
+        kernels = decoding_kernels() or KerasKernels
+        denses = (self.query_dense, self.key_dense, self.value_dense)
+        heads = (self.num_heads, self.num_key_value_heads, self.num_key_value_heads)
+        dims = (self._key_dim, self._key_dim, self._value_dim)
+        if self_attention:
+            def fuse():
+                matrices, biases = zip(*(self._matrix(d) for d in denses))
+                bias = None if biases[0] is None else ops.concatenate(biases, axis=0)
+                return ops.concatenate(matrices, axis=1), bias
+
+            kernel, bias = decoding_memo((id(self), "qkv"), fuse)
+            parts = kernels.split(kernels.linear(query, kernel, bias),
+                                  [n * d for n, d in zip(heads, dims)])
+        else:
+            parts = [kernels.linear(x, *self._matrix(dense))
+                     for dense, x in zip(denses, (query, key, value))]
+        return tuple(kernels.reshape(p, tuple(p.shape[:2]) + (n, d))
+                     for p, n, d in zip(parts, heads, dims))
+
+    def _eager_output(self, out):
+        kernels = decoding_kernels() or KerasKernels
+        kernel, bias = self._matrix(self.output_dense, contracted=2)
+        batch, length = out.shape[:2]
+        return kernels.linear(kernels.reshape(out, (batch, length, kernel.shape[0])),
+                              kernel, bias)
+
     def attend(self, q, k, v, mask=None, bias=None, return_scores=False, training=None):
         """Attention on projected heads: q [b, t, h, d], k/v [b, s, kvh, d]."""
         scale = self.scale if self.scale is not None else 1.0 / float(self._key_dim) ** 0.5
         dropping = bool(training) and self.dropout > 0
+        kernels = decoding_kernels()
+        if (kernels is not None and mask is None and bias is None and not return_scores
+                and not dropping and self.num_heads == self.num_key_value_heads):
+            return kernels.attention(q, k, v, scale), None
         use_fused = fused_by_default() if self.use_fused is None else self.use_fused
         if use_fused and not return_scores and not dropping:
             return self._fused(q, k, v, mask, bias, scale), None

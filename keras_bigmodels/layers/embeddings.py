@@ -4,7 +4,15 @@ import keras
 from keras import ops
 
 from keras_bigmodels.layers.positions import PositionEmbedding, SinusoidalPositionEncoding
-from keras_bigmodels.utils import check_in, check_positive_int, check_token_ids, invoke
+from keras_bigmodels.utils import (
+    check_in,
+    check_positive_int,
+    check_token_ids,
+    decoding_kernels,
+    decoding_memo,
+    in_eager_decoding,
+    invoke,
+)
 
 
 @keras.saving.register_keras_serializable(package="keras_bigmodels")
@@ -27,9 +35,15 @@ class TokenEmbedding(keras.layers.Embedding):
 
     def call(self, inputs, reverse=False, training=None):
         if reverse:
+            kernels = decoding_kernels()
+            if kernels is not None and self.compute_dtype == self.variable_dtype:
+                table = decoding_memo((id(self), "transposed"),
+                                      lambda: kernels.transposed_copy(self.embeddings.value))
+                return kernels.linear(inputs, table)
             kernel = ops.cast(self.embeddings, self.compute_dtype)
             return ops.matmul(inputs, ops.transpose(kernel))
-        if not training:
+        # Inside a decode loop the ids are the checked prompt or the model's own samples.
+        if not training and not in_eager_decoding():
             check_token_ids(inputs, self.input_dim)
         return super().call(inputs)
 

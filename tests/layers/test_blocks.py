@@ -131,22 +131,51 @@ def test_patch_embedding_equals_dense_on_patches(tmp_path):
     assert ops.shape(PatchEmbedding(2, 6, flatten=False)(images)) == (2, 4, 4, 6)
 
 
-def test_eager_decoding_mode_matches_layer_calls():
-    """Direct `call`s, int positions and in-place cache writes give the same numbers."""
+@pytest.mark.parametrize("normalize_first,kv_heads,cross,prefill", [
+    (True, 2, False, 1),    # GPT-2: fused q/k/v, torch kernels for norms, dense, attention
+    (False, 2, True, 3),    # post-norm with cross-attention, a 3-token prefill first
+    (True, 1, False, 2),    # multi-query heads: attention falls back to the Keras path
+])
+def test_eager_decoding_mode_matches_layer_calls(normalize_first, kv_heads, cross, prefill):
+    """Direct `call`s, torch kernels, int positions and in-place cache writes give the
+    same numbers as the layers called normally (and as the uncached block)."""
     from keras_bigmodels.utils import eager_decoding
 
-    block = TransformerDecoderBlock(num_heads=2, intermediate_dim=16, dropout=0.0)
+    block = TransformerDecoderBlock(num_heads=2, num_key_value_heads=kv_heads,
+                                    intermediate_dim=16, dropout=0.0,
+                                    normalize_first=normalize_first)
     x = rand(2, 5, 8)
-    block(x)
+    encoder = rand(2, 3, 8) if cross else None
+    block(x, encoder)
     steps = []
     for mode in (False, True):
         with eager_decoding(mode):
-            cache = ops.zeros((2, 2, 5, 2, 4))
+            cache = ops.zeros((2, 2, 5, kv_heads, 4))
             outs = []
-            for i in range(5):
-                out, cache = block(x[:, i:i + 1], cache=cache, cache_update_index=i)
+            out, cache = block(x[:, :prefill], encoder, cache=cache, cache_update_index=0)
+            outs.append(to_numpy(out))
+            for i in range(prefill, 5):
+                out, cache = block(x[:, i:i + 1], encoder, cache=cache, cache_update_index=i)
                 outs.append(to_numpy(out))
             steps.append((np.concatenate(outs, axis=1), to_numpy(cache)))
     np.testing.assert_allclose(steps[1][0], steps[0][0], atol=1e-5)
     np.testing.assert_allclose(steps[1][1], steps[0][1], atol=1e-6)
-    np.testing.assert_allclose(steps[0][0], to_numpy(block(x)), atol=1e-5)
+    np.testing.assert_allclose(steps[0][0], to_numpy(block(x, encoder)), atol=1e-5)
+
+
+def test_eager_decoding_reverse_embedding_and_memo():
+    """The tied output layer reads a transposed copy made once per decoding block."""
+    from keras_bigmodels.utils import decoding_memo, eager_decoding
+
+    emb = TokenEmbedding(11, 4)
+    h = rand(2, 1, 4)
+    emb(ops.ones((1, 1), "int32"))
+    expected = to_numpy(emb(h, reverse=True))
+    built = []
+    with eager_decoding():
+        for _ in range(2):
+            np.testing.assert_allclose(to_numpy(emb(h, reverse=True)), expected, atol=1e-6)
+            decoding_memo("key", lambda: built.append(1))
+    assert built == [1]
+    decoding_memo("key", lambda: built.append(1))
+    assert built == [1, 1]
