@@ -45,8 +45,11 @@ class KerasKernels:
         return ops.transpose(x)
 
     @staticmethod
-    def attention(q, k, v, scale):
-        """Unmasked attention, q [b, t, n, h] and k/v [b, s, n, h] -> [b, t, n, h]."""
+    def attention(q, k, v, scale, heads_first=False):
+        """Unmasked attention, q [b, t, n, h] and k/v [b, s, n, h] (or [b, n, s, h] with
+        `heads_first`) -> [b, t, n, h]."""
+        if heads_first:
+            k, v = ops.transpose(k, (0, 2, 1, 3)), ops.transpose(v, (0, 2, 1, 3))
         return ops.dot_product_attention(q, k, v, scale=scale)
 
     activations = {}
@@ -87,9 +90,10 @@ def _torch_kernels():
             return x.t().contiguous()
 
         @staticmethod
-        def attention(q, k, v, scale):
-            out = F.scaled_dot_product_attention(
-                q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), scale=scale)
+        def attention(q, k, v, scale, heads_first=False):
+            if not heads_first:
+                k, v = k.transpose(1, 2), v.transpose(1, 2)
+            out = F.scaled_dot_product_attention(q.transpose(1, 2), k, v, scale=scale)
             return out.transpose(1, 2)
 
         activations = {

@@ -106,7 +106,7 @@ class MultiHeadAttention(keras.layers.Layer):
         attention_bias: additive logits bias broadcastable to [batch, heads, q, k].
         use_causal_mask: whether query i may only see keys j <= i (shifted by the
             cache index when a cache is given).
-        cache: [batch, 2, max_length, num_key_value_heads, key_dim] of past keys/values.
+        cache: [batch, 2, num_key_value_heads, max_length, key_dim] of past keys/values.
         cache_update_index: where the new keys/values are written in the cache.
         return_attention_scores: also return the [batch, heads, q, k] probabilities.
 
@@ -209,21 +209,22 @@ class MultiHeadAttention(keras.layers.Layer):
         self.dropout_layer = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
         self.built = True
 
-    def _check_mask_shape(self, name, mask, rank, query, key):
+    def _check_mask_shape(self, name, mask, rank, query, key_length):
         if mask is None:
             return
         shape = tuple(mask.shape)
         ok = len(shape) in rank
-        if ok and name == "padding_mask" and shape[-1] is not None and key.shape[1] is not None:
-            ok = shape[-1] == key.shape[1]
+        if ok and name == "padding_mask" and shape[-1] is not None and isinstance(key_length, int):
+            ok = shape[-1] == key_length
         if ok and name == "attention_mask":
-            q_len, k_len = query.shape[1], key.shape[1]
+            q_len = query.shape[1]
+            k_len = key_length if isinstance(key_length, int) else None
             ok = (shape[-2] in (None, 1, q_len)) and (shape[-1] in (None, 1, k_len))
         if not ok:
             expected = {
-                "padding_mask": f"[batch, key_length={key.shape[1]}]",
+                "padding_mask": f"[batch, key_length={key_length}]",
                 "attention_mask": f"[batch, query_length={query.shape[1]}, "
-                f"key_length={key.shape[1]}] (optionally with a heads axis)",
+                f"key_length={key_length}] (optionally with a heads axis)",
             }[name]
             raise ValueError(f"`{name}` must have shape {expected}; received {shape}.")
 
@@ -244,26 +245,28 @@ class MultiHeadAttention(keras.layers.Layer):
         self_attention = value is None and key is None
         value = query if value is None else value
         key = value if key is None else key
-        if self._plain_projections():
-            q, k, v = self._eager_projections(query, key, value, self_attention)
+        matrices = self._use_matrices(cache)
+        if matrices:
+            q, k, v = self._matrix_projections(query, key, value, self_attention)
         else:
             q = invoke(self.query_dense, query)
             k = invoke(self.key_dense, key)
             v = invoke(self.value_dense, value)
 
         offset = 0
+        heads_first = False
         if cache is not None:
             if cache_update_index is None:
                 raise ValueError("`cache_update_index` is required when `cache` is given.")
             expected = (2, self.num_key_value_heads, self._key_dim)
-            got = (cache.shape[1],) + tuple(cache.shape[3:])
+            got = tuple(cache.shape[1:3]) + tuple(cache.shape[4:])
             if len(cache.shape) != 5 or got != expected:
                 raise ValueError(
-                    "`cache` must have shape [batch, 2, max_length, num_key_value_heads="
-                    f"{self.num_key_value_heads}, key_dim={self._key_dim}]; received "
-                    f"{tuple(cache.shape)}."
+                    "`cache` must have shape [batch, 2, num_key_value_heads="
+                    f"{self.num_key_value_heads}, max_length, key_dim={self._key_dim}]; "
+                    f"received {tuple(cache.shape)}."
                 )
-            max_length = cache.shape[2]
+            max_length = cache.shape[3]
             length = q.shape[1]
             if (
                 isinstance(cache_update_index, int)
@@ -276,32 +279,38 @@ class MultiHeadAttention(keras.layers.Layer):
                     f"{cache_update_index}..{cache_update_index + length - 1}; build a longer "
                     "cache (`max_length`)."
                 )
-            new = ops.cast(ops.stack([k, v], axis=1), cache.dtype)
+            # Heads-first: each head's keys are one contiguous [length, key_dim] block,
+            # the layout both attention products read, so no step copies the cache.
+            new = ops.cast(ops.transpose(ops.stack([k, v], axis=1), (0, 1, 3, 2, 4)),
+                           cache.dtype)
             if in_eager_decoding() and isinstance(cache_update_index, int):
-                cache = write_in_place(cache, 2, cache_update_index, new)
+                cache = write_in_place(cache, 3, cache_update_index, new)
             else:
-                cache = ops.slice_update(cache, [0, 0, cache_update_index, 0, 0], new)
+                cache = ops.slice_update(cache, [0, 0, 0, cache_update_index, 0], new)
             offset = cache_update_index
+            heads_first = True
             if (in_eager_decoding() and isinstance(offset, int) and padding_mask is None
                     and attention_mask is None and attention_bias is None):
                 # Only positions < offset + length hold keys yet: attend over that view
                 # instead of the whole buffer, and a single query needs no causal mask.
                 end = offset + length
-                k, v = cache[:, 0, :end], cache[:, 1, :end]
+                k, v = cache[:, 0, :, :end], cache[:, 1, :, :end]
                 use_causal_mask = use_causal_mask and length > 1
             else:
                 k, v = cache[:, 0], cache[:, 1]
 
-        self._check_mask_shape("padding_mask", padding_mask, (2,), query, k)
-        self._check_mask_shape("attention_mask", attention_mask, (3, 4), query, k)
+        key_length = ops.shape(k)[2 if heads_first else 1]
+        self._check_mask_shape("padding_mask", padding_mask, (2,), query, key_length)
+        self._check_mask_shape("attention_mask", attention_mask, (3, 4), query, key_length)
         causal = None
         if use_causal_mask:
-            causal = causal_mask(ops.shape(q)[1], ops.shape(k)[1], offset)
+            causal = causal_mask(ops.shape(q)[1], key_length, offset)
         mask = merge_masks(padding_mask, attention_mask, causal)
 
-        out, scores = self.attend(q, k, v, mask, attention_bias, return_attention_scores, training)
-        if self._plain_projections():
-            out = self._eager_output(out)
+        out, scores = self.attend(q, k, v, mask, attention_bias, return_attention_scores,
+                                  training, heads_first=heads_first)
+        if matrices:
+            out = self._matrix_output(out)
         else:
             out = invoke(self.output_dense, out)
         results = [out]
@@ -311,32 +320,40 @@ class MultiHeadAttention(keras.layers.Layer):
             results.append(cache)
         return results[0] if len(results) == 1 else tuple(results)
 
-    # Eager decoding (torch): Keras' einsum permutes and copies each projection kernel on
-    # every call; on one token that copy cost more than the product. A kernel reshaped to
-    # a matrix is a free view, and self-attention's three input projections become one
-    # product with a kernel concatenated once per generate() call.
-    def _plain_projections(self):
-        return (callable_directly(self)
-                and all(callable_directly(d) and not d.lora_enabled for d in
-                        (self.query_dense, self.key_dense, self.value_dense, self.output_dense)))
+    # Decode steps project with each kernel reshaped to a matrix (a free view) instead of
+    # EinsumDense. Eager torch: Keras' einsum permutes and copies the kernel on every call,
+    # which on one token cost more than the product; self-attention's three input
+    # projections also become one product with a kernel concatenated once per generate().
+    # Compiled (XLA CPU): the einsum form made XLA transpose the output kernel every step.
+    def _use_matrices(self, cache):
+        if cache is None and not in_eager_decoding():
+            return False
+        for layer in (self.query_dense, self.key_dense, self.value_dense, self.output_dense):
+            if (not layer.built or layer.lora_enabled
+                    or getattr(layer.dtype_policy, "quantization_mode", None)):
+                return False
+        return True
 
-    @staticmethod
-    def _matrix(dense, contracted=1):
-        """The kernel as a [inputs, outputs] matrix over its first `contracted` axes."""
+    def _matrix(self, dense, contracted=1):
+        """The kernel as an [inputs, outputs] matrix over its first `contracted` axes."""
         kernel, bias = tensor(dense.kernel), dense.bias
         rows = 1
         for n in kernel.shape[:contracted]:
             rows *= n
-        kernels = decoding_kernels() or KerasKernels
+        kernels = decoding_kernels()
+        if kernels is None or self.compute_dtype != self.variable_dtype:
+            kernels = KerasKernels
+            kernel = ops.cast(kernel, self.compute_dtype)
+            bias = None if bias is None else ops.cast(bias, self.compute_dtype)
         return (kernels.reshape(kernel, (rows, -1)),
                 None if bias is None else kernels.reshape(tensor(bias), (-1,)))
 
-    def _eager_projections(self, query, key, value, self_attention):
+    def _matrix_projections(self, query, key, value, self_attention):
         kernels = decoding_kernels() or KerasKernels
         denses = (self.query_dense, self.key_dense, self.value_dense)
         heads = (self.num_heads, self.num_key_value_heads, self.num_key_value_heads)
         dims = (self._key_dim, self._key_dim, self._value_dim)
-        if self_attention:
+        if self_attention and in_eager_decoding():
             def fuse():
                 matrices, biases = zip(*(self._matrix(d) for d in denses))
                 bias = None if biases[0] is None else ops.concatenate(biases, axis=0)
@@ -348,28 +365,33 @@ class MultiHeadAttention(keras.layers.Layer):
         else:
             parts = [kernels.linear(x, *self._matrix(dense))
                      for dense, x in zip(denses, (query, key, value))]
-        return tuple(kernels.reshape(p, tuple(p.shape[:2]) + (n, d))
+        return tuple(kernels.reshape(p, (-1, p.shape[1], n, d)) if p.shape[1] is not None
+                     else ops.reshape(p, (ops.shape(p)[0], ops.shape(p)[1], n, d))
                      for p, n, d in zip(parts, heads, dims))
 
-    def _eager_output(self, out):
+    def _matrix_output(self, out):
         kernels = decoding_kernels() or KerasKernels
         kernel, bias = self._matrix(self.output_dense, contracted=2)
-        batch, length = out.shape[:2]
-        return kernels.linear(kernels.reshape(out, (batch, length, kernel.shape[0])),
+        shape = ops.shape(out)
+        return kernels.linear(kernels.reshape(out, (shape[0], shape[1], kernel.shape[0])),
                               kernel, bias)
 
-    def attend(self, q, k, v, mask=None, bias=None, return_scores=False, training=None):
-        """Attention on projected heads: q [b, t, h, d], k/v [b, s, kvh, d]."""
+    def attend(self, q, k, v, mask=None, bias=None, return_scores=False, training=None,
+               heads_first=False):
+        """Attention on projected heads: q [b, t, h, d], k/v [b, s, kvh, d] (or
+        [b, kvh, s, d] with `heads_first`, the cache layout); returns [b, t, h, d]."""
         scale = self.scale if self.scale is not None else 1.0 / float(self._key_dim) ** 0.5
         dropping = bool(training) and self.dropout > 0
         kernels = decoding_kernels()
         if (kernels is not None and mask is None and bias is None and not return_scores
                 and not dropping and self.num_heads == self.num_key_value_heads):
-            return kernels.attention(q, k, v, scale), None
+            return kernels.attention(q, k, v, scale, heads_first), None
         use_fused = fused_by_default() if self.use_fused is None else self.use_fused
         if use_fused and not return_scores and not dropping:
+            if heads_first:
+                k, v = ops.transpose(k, (0, 2, 1, 3)), ops.transpose(v, (0, 2, 1, 3))
             return self._fused(q, k, v, mask, bias, scale), None
-        return self._explicit(q, k, v, mask, bias, scale, training)
+        return self._explicit(q, k, v, mask, bias, scale, training, heads_first)
 
     def _fused(self, q, k, v, mask, bias, scale):
         backend = keras.backend.backend()
@@ -389,12 +411,13 @@ class MultiHeadAttention(keras.layers.Layer):
             v = ops.repeat(v, groups, axis=2)
         return ops.dot_product_attention(q, k, v, bias=bias, mask=mask, scale=scale)
 
-    def _explicit(self, q, k, v, mask, bias, scale, training):
+    def _explicit(self, q, k, v, mask, bias, scale, training, heads_first=False):
         groups = self.num_heads // self.num_key_value_heads
         if groups > 1:
-            k = ops.repeat(k, groups, axis=2)
-            v = ops.repeat(v, groups, axis=2)
-        logits = ops.einsum("btnh,bsnh->bnts", q, k) * ops.cast(scale, q.dtype)
+            k = ops.repeat(k, groups, axis=1 if heads_first else 2)
+            v = ops.repeat(v, groups, axis=1 if heads_first else 2)
+        kv = "bnsh" if heads_first else "bsnh"
+        logits = ops.einsum(f"btnh,{kv}->bnts", q, k) * ops.cast(scale, q.dtype)
         logits = ops.cast(logits, "float32")
         if bias is not None:
             logits = logits + ops.cast(bias, "float32")
@@ -402,7 +425,7 @@ class MultiHeadAttention(keras.layers.Layer):
             logits = ops.where(mask, logits, MASK_VALUE)
         probs = ops.cast(ops.softmax(logits, axis=-1), q.dtype)
         dropped = invoke(self.dropout_layer, probs, training=training)
-        return ops.einsum("bnts,bsnh->btnh", dropped, v), probs
+        return ops.einsum(f"bnts,{kv}->btnh", dropped, v), probs
 
     def compute_output_spec(self, query, value=None, key=None, return_attention_scores=False,
                             cache=None, **kwargs):

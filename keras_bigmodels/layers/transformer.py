@@ -219,7 +219,7 @@ class TransformerDecoderBlock(_Block):
         padding_mask: [batch, length] decoder padding (or [batch, cache_length] with a cache).
         encoder_padding_mask: [batch, source_length].
         self_attention_bias, cross_attention_bias: additive logits biases.
-        cache: [batch, 2, max_length, kv_heads, key_dim]; cache_update_index: int or scalar.
+        cache: [batch, 2, kv_heads, max_length, key_dim]; cache_update_index: int or scalar.
 
     Returns:
         outputs, or (outputs, new_cache) when a cache is given.

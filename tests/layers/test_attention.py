@@ -86,7 +86,7 @@ def test_kv_cache_incremental_decoding_equals_full_sequence(kv_heads):
     x = rand(2, 6, 16)
     layer = MultiHeadAttention(num_heads=4, num_key_value_heads=kv_heads)
     full = to_numpy(layer(x, use_causal_mask=True))
-    cache = np.zeros((2, 2, 8, kv_heads, 4), "float32")
+    cache = np.zeros((2, 2, kv_heads, 8, 4), "float32")
     # A 3-token prompt, then one token at a time.
     out, cache = layer(x[:, :3], cache=cache, cache_update_index=0, use_causal_mask=True)
     steps = [to_numpy(out)]
@@ -143,8 +143,8 @@ def test_bad_input_errors():
     with pytest.raises(ValueError, match="attention_mask"):
         layer(rand(1, 4, 8), attention_mask=np.ones((1, 4, 3), bool))
     with pytest.raises(ValueError, match="cache holds 4 positions"):
-        layer(rand(1, 2, 8), cache=np.zeros((1, 2, 4, 2, 4), "float32"), cache_update_index=3)
-    with pytest.raises(ValueError, match="num_key_value_heads=2, key_dim=4"):
-        layer(rand(1, 2, 8), cache=np.zeros((1, 2, 4, 2, 8), "float32"), cache_update_index=0)
+        layer(rand(1, 2, 8), cache=np.zeros((1, 2, 2, 4, 4), "float32"), cache_update_index=3)
+    with pytest.raises(ValueError, match="num_key_value_heads=2, max_length, key_dim=4"):
+        layer(rand(1, 2, 8), cache=np.zeros((1, 2, 2, 4, 8), "float32"), cache_update_index=0)
     with pytest.raises(ValueError, match="cache_update_index"):
-        layer(rand(1, 2, 8), cache=np.zeros((1, 2, 4, 2, 4), "float32"))
+        layer(rand(1, 2, 8), cache=np.zeros((1, 2, 2, 4, 4), "float32"))

@@ -71,7 +71,7 @@ def test_decoder_block_cache_equals_full_sequence():
     x, memory = rand(2, 6, 16), rand(2, 4, 16)
     block = TransformerDecoderBlock(num_heads=4, intermediate_dim=32, normalize_first=True)
     full = to_numpy(block(x, memory))
-    cache = np.zeros((2, 2, 6, 4, 4), "float32")
+    cache = np.zeros((2, 2, 4, 6, 4), "float32")
     outs = []
     for i in range(6):
         out, cache = block(x[:, i:i + 1], memory, cache=cache, cache_update_index=i)
@@ -150,7 +150,7 @@ def test_eager_decoding_mode_matches_layer_calls(normalize_first, kv_heads, cros
     steps = []
     for mode in (False, True):
         with eager_decoding(mode):
-            cache = ops.zeros((2, 2, 5, kv_heads, 4))
+            cache = ops.zeros((2, 2, kv_heads, 5, 4))
             outs = []
             out, cache = block(x[:, :prefill], encoder, cache=cache, cache_update_index=0)
             outs.append(to_numpy(out))

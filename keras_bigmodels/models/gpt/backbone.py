@@ -164,8 +164,8 @@ class GPTBackbone(Backbone):
         return self.key_dim or self.hidden_dim // self.num_heads
 
     def initial_cache(self, batch_size, max_length, dtype=None):
-        """A zero KV cache: one [batch, 2, max_length, heads, head_dim] tensor per layer."""
-        shape = (batch_size, 2, max_length, self.num_heads, self.head_dim)
+        """A zero KV cache: one [batch, 2, heads, max_length, head_dim] tensor per layer."""
+        shape = (batch_size, 2, self.num_heads, max_length, self.head_dim)
         return [ops.zeros(shape, dtype or self.compute_dtype) for _ in range(self.num_layers)]
 
     def call_with_cache(self, token_ids, cache, cache_update_index):
@@ -182,7 +182,7 @@ class GPTBackbone(Backbone):
             bias = None
             if self._is_banded(i):
                 bias = banded_attention_bias(
-                    ops.shape(token_ids)[1], ops.shape(cache[i])[2],
+                    ops.shape(token_ids)[1], ops.shape(cache[i])[3],
                     self.local_attention_window, offset=cache_update_index,
                 )
             x, layer_cache = invoke(block, x, self_attention_bias=bias, cache=cache[i],
