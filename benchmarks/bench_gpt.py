@@ -26,6 +26,8 @@ def parse_args():
     parser.add_argument("--steps", type=int, default=5, help="timed training steps")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--generate-repeats", type=int, default=3,
+                        help="timed generate() calls per batch size (after one warm-up)")
     parser.add_argument("--prompt-length", type=int, default=16)
     parser.add_argument("--peak-flops", type=float, default=None)
     parser.add_argument("--skip", nargs="*", default=[], choices=["ours", "keras_hub", "transformers"])
@@ -87,7 +89,7 @@ def ours():
     for batch in (1, 8):
         prompts = x[:batch, :ARGS.prompt_length]
         run = lambda: lm.generate(prompts, max_new_tokens=ARGS.new_tokens, stop_token_ids=None)
-        generate[batch] = batch * ARGS.new_tokens / timed(run, 1, 1)
+        generate[batch] = batch * ARGS.new_tokens / timed(run, ARGS.generate_repeats, 1)
     return train, generate
 
 
@@ -111,7 +113,7 @@ def keras_hub():
         mask[:, :ARGS.prompt_length] = True
         run = lambda: lm.generate({"token_ids": ids, "padding_mask": mask},
                                   stop_token_ids=None)
-        generate[batch] = batch * ARGS.new_tokens / timed(run, 1, 1)
+        generate[batch] = batch * ARGS.new_tokens / timed(run, ARGS.generate_repeats, 1)
     return train, generate
 
 
@@ -147,7 +149,7 @@ def transformers_peer():
                 model.generate(prompts, max_new_tokens=ARGS.new_tokens,
                                min_new_tokens=ARGS.new_tokens, do_sample=False,
                                pad_token_id=0, attention_mask=torch.ones_like(prompts))
-        generate[batch] = batch * ARGS.new_tokens / timed(run, 1, 1)
+        generate[batch] = batch * ARGS.new_tokens / timed(run, ARGS.generate_repeats, 1)
     return train, generate
 
 
