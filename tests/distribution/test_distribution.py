@@ -253,6 +253,11 @@ def test_model_parallel_forward_and_fit_equal_unsharded(jax_runs, mesh):
         assert_check(results, f"fit:{name}@{mesh}")
 
 
+@pytest.mark.parametrize("mesh", ["1x8", "2x4"])
+def test_sharded_generation_equals_one_device(jax_runs, mesh):
+    assert_check(model_parallel_results(jax_runs), f"generate:{mesh}")
+
+
 def test_sharded_model_saves_and_loads(jax_runs):
     results = model_parallel_results(jax_runs)
     assert_check(results, "save_load:same_mesh")
