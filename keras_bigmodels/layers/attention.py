@@ -5,8 +5,6 @@ from keras import ops
 
 from keras_bigmodels.decoding_backend import KerasKernels
 from keras_bigmodels.utils import (
-    callable_directly,
-    check_in,
     check_positive_int,
     decoding_kernels,
     decoding_memo,
