@@ -60,8 +60,9 @@ def eager_index(index):
 
 def write_in_place(buffer, axis, start, update):
     """Write `update` into `buffer` at `start` along `axis`: in place on eager torch,
-    a functional `slice_update` elsewhere."""
-    if keras.backend.backend() != "torch":
+    a functional `slice_update` elsewhere (and for a non-contiguous torch buffer, which may
+    be a broadcast view whose rows share memory, such as Keras' `repeat` of one row)."""
+    if keras.backend.backend() != "torch" or not buffer.is_contiguous():
         starts = [0] * len(buffer.shape)
         starts[axis] = start
         return keras.ops.slice_update(buffer, starts, update)

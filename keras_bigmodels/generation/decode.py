@@ -76,8 +76,14 @@ def decode(next_logits, cache, token_ids, prompt_mask, start_index, sampler,
 
 
 def repeat_batch(tree, times):
-    """Repeat every tensor of a nest `times` along the batch axis (for beams)."""
-    return keras.tree.map_structure(lambda x: ops.repeat(x, times, axis=0), tree)
+    """Repeat every tensor of a nest `times` along the batch axis (for beams).
+
+    A gather, so each copy owns its memory (Keras' torch `repeat` of a single row is a
+    broadcast view, which in-place cache writes must not touch)."""
+    def repeat(x):
+        return ops.take(x, ops.repeat(ops.arange(ops.shape(x)[0]), times), axis=0)
+
+    return keras.tree.map_structure(repeat, tree)
 
 
 def beam_search(next_logits, cache, token_ids, prompt_mask, start_index, num_beams,
@@ -126,6 +132,7 @@ def beam_search(next_logits, cache, token_ids, prompt_mask, start_index, num_bea
                                ops.logical_not(ops.all(done)))
 
     def body(index, ids, cache, scores, lengths, done):
+        index = eager_index(index)
         logits, cache = next_logits(ops.slice(ids, [0, index - 1], [batch * k, 1]), cache,
                                     index - 1)
         log_probs = ops.log_softmax(ops.cast(logits[:, -1, :], "float32"), axis=-1)

@@ -90,6 +90,9 @@ def test_samplers_beams_and_stop_tokens(lm):
     beams = lm.generate(prompts, max_new_tokens=6, sampler="beam", num_beams=3)
     assert [r[:len(p)] for r, p in zip(beams, prompts)] == prompts
     assert all(len(r) == len(p) + 6 for r, p in zip(beams, prompts))
+    # A lone prompt beams as it does in a batch (on torch its repeated cache rows must own
+    # their memory: the cache is written in place).
+    assert lm.generate(prompts[:1], max_new_tokens=6, sampler="beam", num_beams=3) == beams[:1]
     # Without stop tokens a row's beams share one length, so the penalty cannot reorder
     # them; it is still part of the compiled function's key.
     functions = len(lm._generate_functions)
