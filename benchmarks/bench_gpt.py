@@ -8,7 +8,8 @@ intermediate 1024, vocabulary 8192, sequence 256, batch 16; dropout off everywhe
 
 Measures training tokens/s, MFU (6N + 12LHQT FLOPs per token over a peak: --peak-flops,
 or a measured matmul peak), peak RSS, and generation tokens/s at batch 1 and 8 with 128
-new tokens (greedy, no early stop). Writes benchmarks/results/gpt_<backend>.json.
+new tokens (greedy, no early stop), and beam search at batch 1 (`--num-beams`, default 4; 0
+skips it). Writes benchmarks/results/gpt_<backend>.json.
 """
 
 import argparse
@@ -26,6 +27,8 @@ def parse_args():
     parser.add_argument("--steps", type=int, default=5, help="timed training steps")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--num-beams", type=int, default=4,
+                        help="also time beam search with this many beams at batch 1 (0: skip)")
     parser.add_argument("--generate-repeats", type=int, default=3,
                         help="timed generate() calls per batch size (after one warm-up)")
     parser.add_argument("--prompt-length", type=int, default=16)
@@ -90,6 +93,10 @@ def ours():
         prompts = x[:batch, :ARGS.prompt_length]
         run = lambda: lm.generate(prompts, max_new_tokens=ARGS.new_tokens, stop_token_ids=None)
         generate[batch] = batch * ARGS.new_tokens / timed(run, ARGS.generate_repeats, 1)
+    if ARGS.num_beams:
+        run = lambda: lm.generate(x[:1, :ARGS.prompt_length], max_new_tokens=ARGS.new_tokens,
+                                  sampler="beam", num_beams=ARGS.num_beams, stop_token_ids=None)
+        generate["beam"] = ARGS.new_tokens / timed(run, ARGS.generate_repeats, 1)
     return train, generate
 
 
@@ -114,6 +121,10 @@ def keras_hub():
         run = lambda: lm.generate({"token_ids": ids, "padding_mask": mask},
                                   stop_token_ids=None)
         generate[batch] = batch * ARGS.new_tokens / timed(run, ARGS.generate_repeats, 1)
+    if ARGS.num_beams:
+        lm.compile(sampler=keras_hub.samplers.BeamSampler(num_beams=ARGS.num_beams))
+        ids, mask = ids[:1], mask[:1]
+        generate["beam"] = ARGS.new_tokens / timed(run, ARGS.generate_repeats, 1)
     return train, generate
 
 
@@ -150,6 +161,16 @@ def transformers_peer():
                                min_new_tokens=ARGS.new_tokens, do_sample=False,
                                pad_token_id=0, attention_mask=torch.ones_like(prompts))
         generate[batch] = batch * ARGS.new_tokens / timed(run, ARGS.generate_repeats, 1)
+    if ARGS.num_beams:
+        prompts = x[:1, :ARGS.prompt_length]
+
+        def run():
+            with torch.no_grad():
+                model.generate(prompts, max_new_tokens=ARGS.new_tokens,
+                               min_new_tokens=ARGS.new_tokens, do_sample=False,
+                               num_beams=ARGS.num_beams, early_stopping=False,
+                               pad_token_id=0, attention_mask=torch.ones_like(prompts))
+        generate["beam"] = ARGS.new_tokens / timed(run, ARGS.generate_repeats, 1)
     return train, generate
 
 
@@ -167,7 +188,9 @@ def run_one(name):
         "train_tokens_per_second": train,
         "mfu": train * flops_per_token / peak,
         "peak_rss_mb": maxrss_mb(),
-        "generate_tokens_per_second": {f"batch_{b}": v for b, v in generate.items()},
+        "generate_tokens_per_second": {
+            (f"beam_{ARGS.num_beams}_batch_1" if b == "beam" else f"batch_{b}"): v
+            for b, v in generate.items()},
     }))
 
 
