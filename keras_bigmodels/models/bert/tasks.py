@@ -6,6 +6,7 @@ from keras import ops
 from keras_bigmodels.layers.feedforward import get_activation
 from keras_bigmodels.models.base import Task
 from keras_bigmodels.models.bert.backbone import BertBackbone
+from keras_bigmodels.objectives.losses import SparseCrossEntropy
 from keras_bigmodels.utils import check_in, check_positive_int
 
 SENTENCE_TASKS = ("nsp", "sop", None)
@@ -163,13 +164,11 @@ class BertPretrainer(_BertTask):
                 learning_rate=1e-4, **kwargs):
         """AdamW (BERT's weight decay 0.01) on L_MLM + L_sentence, MLM accuracy reported."""
         # The mean over the chosen positions only (the padding of the lists weighs 0).
-        sce = keras.losses.SparseCategoricalCrossentropy(
-            from_logits=True, reduction="mean_with_sample_weight")
+        sce = SparseCrossEntropy(reduction="mean_with_sample_weight")
         if loss is None:
             loss = {"mlm": sce}
             if self.sentence_task:
-                loss[self.sentence_task] = keras.losses.SparseCategoricalCrossentropy(
-                    from_logits=True)
+                loss[self.sentence_task] = SparseCrossEntropy()
         if weighted_metrics is None:
             # Keras prefixes "mlm_" only when there are several outputs; without a sentence
             # task (RoBERTa) the name must carry it, so `mlm_accuracy` is always there.
