@@ -4,7 +4,7 @@ On the torch backend a decode loop runs eagerly (`generation.compile_function`),
 token per step the work per op is tiny: Keras' dispatch around an op (symbolic-input
 checks, dtype promotion, conversions) costs 5-25 us, against 1-6 us for the torch call
 itself. Inside `utils.eager_decoding()` on torch, the hot ops of a step -- projections,
-layer norms, activations, attention over the cache -- call torch here directly. Elsewhere
+layer norms, attention over the cache -- call torch here directly. Elsewhere
 (`kernels()` on JAX/TensorFlow, where decoding is compiled) the same names are `keras.ops`.
 This is one of the modules allowed to import a backend (see DESIGN.md).
 """
@@ -52,8 +52,6 @@ class KerasKernels:
             k, v = ops.transpose(k, (0, 2, 1, 3)), ops.transpose(v, (0, 2, 1, 3))
         return ops.dot_product_attention(q, k, v, scale=scale)
 
-    activations = {}
-
 
 def _torch_kernels():
     import torch
@@ -95,15 +93,6 @@ def _torch_kernels():
                 k, v = k.transpose(1, 2), v.transpose(1, 2)
             out = F.scaled_dot_product_attention(q.transpose(1, 2), k, v, scale=scale)
             return out.transpose(1, 2)
-
-        activations = {
-            "gelu": lambda x: F.gelu(x),
-            "gelu_approximate": lambda x: F.gelu(x, approximate="tanh"),
-            "relu": F.relu,
-            "silu": F.silu,
-            "swish": F.silu,
-            "tanh": torch.tanh,
-        }
 
     return TorchKernels
 
