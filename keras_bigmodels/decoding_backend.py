@@ -5,27 +5,23 @@ token per step the work per op is tiny: Keras' dispatch around an op (symbolic-i
 checks, dtype promotion, conversions) costs 5-25 us, against 1-6 us for the torch call
 itself. Inside `utils.eager_decoding()` on torch, the hot ops of a step -- projections,
 layer norms, attention over the cache -- call torch here directly. Elsewhere
-(`kernels()` on JAX/TensorFlow, where decoding is compiled) the same names are `keras.ops`.
+(JAX/TensorFlow, where decoding is compiled) attention uses `KerasKernels`.
 This is one of the modules allowed to import a backend (see DESIGN.md).
 """
 
-import keras
 from keras import ops
 
 _TORCH = None
 
 
 class KerasKernels:
-    """The kernels written with `keras.ops` (every backend)."""
+    """The `keras.ops` forms of what attention's matrix projections need (compiled decode
+    steps on JAX/TensorFlow; mixed precision); torch's eager steps use `TorchKernels`."""
 
     @staticmethod
     def linear(x, kernel, bias=None):
         y = ops.matmul(x, kernel)
         return y if bias is None else y + bias
-
-    @staticmethod
-    def layer_norm(x, gamma, beta, epsilon):
-        return ops.layer_normalization(x, gamma, beta, epsilon=epsilon)
 
     @staticmethod
     def reshape(x, shape):
@@ -40,25 +36,13 @@ class KerasKernels:
             cuts.append(total)
         return ops.split(x, cuts, axis=-1)
 
-    @staticmethod
-    def transposed_copy(x):
-        return ops.transpose(x)
-
-    @staticmethod
-    def attention(q, k, v, scale, heads_first=False):
-        """Unmasked attention, q [b, t, n, h] and k/v [b, s, n, h] (or [b, n, s, h] with
-        `heads_first`) -> [b, t, n, h]."""
-        if heads_first:
-            k, v = ops.transpose(k, (0, 2, 1, 3)), ops.transpose(v, (0, 2, 1, 3))
-        return ops.dot_product_attention(q, k, v, scale=scale)
-
 
 def _torch_kernels():
     import torch
     import torch.nn.functional as F
 
     class TorchKernels:
-        """The same kernels, calling torch directly."""
+        """`KerasKernels` and the other hot ops of a decode step, calling torch directly."""
 
         @staticmethod
         def linear(x, kernel, bias=None):
@@ -98,10 +82,8 @@ def _torch_kernels():
 
 
 def kernels():
-    """The torch kernels on the torch backend, the `keras.ops` ones elsewhere."""
+    """The torch kernels (called by `utils.eager_decoding()` on the torch backend only)."""
     global _TORCH
-    if keras.backend.backend() != "torch":
-        return KerasKernels
     if _TORCH is None:
         _TORCH = _torch_kernels()
     return _TORCH

@@ -100,19 +100,19 @@ def tensor(x):
     return x.value if isinstance(x, keras.Variable) else x
 
 
-def _direct_torch(layer, args, kwargs):
-    """`layer(*args)` by torch kernels for plain Dense/LayerNormalization layers, or None."""
+def _direct_torch(layer, x):
+    """`layer(x)` by torch kernels for plain Dense/LayerNormalization layers, or None."""
     kernels = _CALLS.torch
     kind = type(layer)
     if kind is keras.layers.Dense:
         if layer.activation is keras.activations.linear and not layer.lora_enabled:
             bias = None if layer.bias is None else layer.bias.value
-            return kernels.linear(args[0], layer.kernel.value, bias)
+            return kernels.linear(x, layer.kernel.value, bias)
     elif kind is keras.layers.LayerNormalization:
-        if not layer.rms_scaling and layer.axis in (-1, [-1], [len(args[0].shape) - 1]):
+        if not layer.rms_scaling and layer.axis in (-1, [-1], [len(x.shape) - 1]):
             gamma = None if layer.gamma is None else layer.gamma.value
             beta = None if layer.beta is None else layer.beta.value
-            return kernels.layer_norm(args[0], gamma, beta, layer.epsilon)
+            return kernels.layer_norm(x, gamma, beta, layer.epsilon)
     return None
 
 
@@ -120,7 +120,7 @@ def invoke(layer, *args, **kwargs):
     """`layer(*args, **kwargs)`, or `layer.call(...)` inside `eager_decoding()`."""
     if callable_directly(layer):
         if _CALLS.torch is not None and not kwargs and len(args) == 1:
-            out = _direct_torch(layer, args, kwargs)
+            out = _direct_torch(layer, args[0])
             if out is not None:
                 return out
         return layer.call(*args, **kwargs)

@@ -368,18 +368,22 @@ class MultiHeadAttention(keras.layers.Layer):
         return True
 
     def _matrix(self, dense, contracted=1):
-        """The kernel as an [inputs, outputs] matrix over its first `contracted` axes."""
-        kernel, bias = tensor(dense.kernel), dense.bias
-        rows = 1
-        for n in kernel.shape[:contracted]:
-            rows *= n
-        kernels = decoding_kernels()
-        if kernels is None or self.compute_dtype != self.variable_dtype:
-            kernels = KerasKernels
-            kernel = ops.cast(kernel, self.compute_dtype)
-            bias = None if bias is None else ops.cast(bias, self.compute_dtype)
-        return (kernels.reshape(kernel, (rows, -1)),
-                None if bias is None else kernels.reshape(tensor(bias), (-1,)))
+        """The kernel as an [inputs, outputs] matrix over its first `contracted` axes, and
+        the bias as a vector (made once per `generate()` in eager decoding)."""
+        def build():
+            kernel, bias = tensor(dense.kernel), dense.bias
+            rows = 1
+            for n in kernel.shape[:contracted]:
+                rows *= n
+            kernels = decoding_kernels()
+            if kernels is None or self.compute_dtype != self.variable_dtype:
+                kernels = KerasKernels
+                kernel = ops.cast(kernel, self.compute_dtype)
+                bias = None if bias is None else ops.cast(bias, self.compute_dtype)
+            return (kernels.reshape(kernel, (rows, -1)),
+                    None if bias is None else kernels.reshape(tensor(bias), (-1,)))
+
+        return decoding_memo((id(dense), "matrix"), build)
 
     def _matrix_projections(self, query, key, value, self_attention):
         kernels = decoding_kernels() or KerasKernels
@@ -398,8 +402,7 @@ class MultiHeadAttention(keras.layers.Layer):
         else:
             parts = [kernels.linear(x, *self._matrix(dense))
                      for dense, x in zip(denses, (query, key, value))]
-        return tuple(kernels.reshape(p, (-1, p.shape[1], n, d)) if p.shape[1] is not None
-                     else ops.reshape(p, (ops.shape(p)[0], ops.shape(p)[1], n, d))
+        return tuple(kernels.reshape(p, (-1, ops.shape(p)[1], n, d))
                      for p, n, d in zip(parts, heads, dims))
 
     def _matrix_output(self, out):
