@@ -36,3 +36,77 @@ def test_sparse_cross_entropy_per_position_matches_numpy():
         assert to_numpy(got).shape == (3, 4)
         tolerance = 1e-5 if dtype == "float32" else 0.1
         np.testing.assert_allclose(to_numpy(got), expected, atol=tolerance, rtol=tolerance)
+
+
+def test_linear_cross_entropy_value_matches_logits_loss():
+    from keras_bigmodels.objectives.losses import (
+        linear_cross_entropy,
+        linear_cross_entropy_chunk,
+        sparse_cross_entropy_from_logits,
+    )
+
+    rng = np.random.default_rng(2)
+    hidden = rng.normal(size=(3, 7, 8)).astype("float32")
+    table = rng.normal(size=(13, 8)).astype("float32")
+    targets = rng.integers(0, 13, (3, 7))
+    weights = rng.random((3, 7)).astype("float32")
+    logits = hidden @ table.T
+    expected = np.sum(to_numpy(sparse_cross_entropy_from_logits(targets, logits)) * weights)
+    # 21 rows in chunks of 4: the last chunk is padded (and its padding weighs nothing).
+    got = linear_cross_entropy(hidden, table, targets, weights, chunk_size=4)
+    np.testing.assert_allclose(to_numpy(got), expected, rtol=1e-5)
+    assert linear_cross_entropy_chunk(8192) == 512
+    assert linear_cross_entropy_chunk(50257) == 128
+    assert linear_cross_entropy_chunk(100) == 1024
+
+
+def _fused_pair(**compile_kwargs):
+    from keras_bigmodels.models import GPTBackbone, GPTCausalLM
+
+    config = dict(vocabulary_size=37, num_layers=1, num_heads=2, hidden_dim=16,
+                  intermediate_dim=32, max_sequence_length=12, dropout=0.0)
+    models = []
+    for fused in (True, False):
+        keras.utils.set_random_seed(3)
+        lm = GPTCausalLM(GPTBackbone(**config))
+        lm.compile(optimizer=keras.optimizers.SGD(0.5), **{"fused_loss": fused, **compile_kwargs})
+        models.append(lm)
+    return models
+
+
+def test_fused_loss_trains_exactly_like_logits_loss():
+    """One `fit` step through the fused output layer + loss (forced on every backend)
+    gives the loss and the updated weights of the plain logits path."""
+    rng = np.random.default_rng(4)
+    x = rng.integers(0, 37, (4, 12)).astype("int32")
+    y = rng.integers(0, 37, (4, 12)).astype("int32")
+    weights = (rng.random((4, 12)) > 0.3).astype("float32")
+    for reduction, sample_weight in (("sum_over_batch_size", None),
+                                     ("sum_over_batch_size", weights),
+                                     ("mean_with_sample_weight", weights)):
+        fused, plain = _fused_pair(loss=SparseCrossEntropy(reduction=reduction))
+        assert fused._fused_loss and not plain._fused_loss
+        losses = [lm.fit(x, y, sample_weight=sample_weight, batch_size=4, epochs=1,
+                         verbose=0, shuffle=False).history["loss"][0] for lm in (fused, plain)]
+        np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
+        for a, b in zip(fused.weights, plain.weights):
+            np.testing.assert_allclose(to_numpy(a), to_numpy(b), atol=2e-5, rtol=1e-4)
+    # Direct calls, evaluation and prediction still see logits.
+    assert to_numpy(fused(x, training=True)).shape == (4, 12, 37)
+    np.testing.assert_allclose(fused.evaluate(x, y, verbose=0)[0],
+                               plain.evaluate(x, y, verbose=0)[0], rtol=1e-5)
+
+
+def test_fused_loss_argument_errors():
+    import pytest
+
+    with pytest.raises(ValueError, match="fused_loss"):
+        _fused_pair(fused_loss="yes")
+    with pytest.raises(ValueError, match="compiled metrics"):
+        _fused_pair(metrics=["accuracy"])
+    # "auto" quietly keeps logits when a metric needs them.
+    from keras_bigmodels.models import GPTBackbone, GPTCausalLM
+
+    lm = GPTCausalLM(GPTBackbone(37, 1, 2, 16, 32, max_sequence_length=12))
+    lm.compile(metrics=["accuracy"])
+    assert not lm._fused_loss

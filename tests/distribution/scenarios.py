@@ -337,7 +337,8 @@ def _sharded(name, build, inputs, forward_inputs, loss, mesh_shape, reference):
 
 
 def sharded_generation():
-    """Greedy decoding with sharded kernels and KV cache gives one device's tokens."""
+    """Greedy decoding with sharded kernels and KV cache gives one device's tokens, and
+    a `fit` step of the causal LM (its fused output layer + loss) one device's step."""
     import keras
 
     from keras_bigmodels import distribution as kd
@@ -345,22 +346,37 @@ def sharded_generation():
     from tests.distribution.families import TINY_BACKBONES
 
     kwargs = TINY_BACKBONES["GPTBackbone"][0]
-    prompts = np.random.RandomState(3).randint(0, kwargs["vocabulary_size"], (2, 4))
+    vocabulary = kwargs["vocabulary_size"]
+    prompts = np.random.RandomState(3).randint(0, vocabulary, (2, 4))
+    tokens = np.random.RandomState(4).randint(0, vocabulary, (8, 9)).astype("int32")
     keras.distribution.set_distribution(None)
     keras.utils.set_random_seed(1)
     single = models.GPTCausalLM(models.GPTBackbone(**kwargs))
+    weights = single.get_weights()
     expected = single.generate(prompts.astype("int32"), max_new_tokens=6)
+    single.compile(optimizer=keras.optimizers.SGD(0.1), fused_loss=True)
+    ref_loss = fit_one_step(single, tokens[:, :-1], tokens[:, 1:], 8)
+    ref_weights = single.get_weights()
     for mesh in MESHES:
         kd.model_parallel(mesh_shape=mesh)
         lm = models.GPTCausalLM(models.GPTBackbone(**kwargs))
-        lm.set_weights(single.get_weights())
+        lm.set_weights(weights)
 
         def same_tokens(lm=lm):
-            tokens = lm.generate(prompts.astype("int32"), max_new_tokens=6)
-            np.testing.assert_array_equal(tokens, expected)
+            generated = lm.generate(prompts.astype("int32"), max_new_tokens=6)
+            np.testing.assert_array_equal(generated, expected)
             return "same greedy tokens"
 
+        def same_step(lm=lm):
+            lm.compile(optimizer=keras.optimizers.SGD(0.1), fused_loss=True)
+            step_loss = fit_one_step(lm, tokens[:, :-1], tokens[:, 1:], 8)
+            assert abs(step_loss - ref_loss) <= 1e-5, (step_loss, ref_loss)
+            for a, b in zip(lm.get_weights(), ref_weights):
+                assert_all_close(a, b, 1e-5, "weights after one step")
+            return f"loss {step_loss:.6f} vs {ref_loss:.6f}"
+
         check(f"generate:{mesh[0]}x{mesh[1]}", same_tokens)
+        check(f"fit_causal_lm:{mesh[0]}x{mesh[1]}", same_step)
 
 
 def save_and_load(wrapper, inputs, tmp_dir):

@@ -258,6 +258,11 @@ def test_sharded_generation_equals_one_device(jax_runs, mesh):
     assert_check(model_parallel_results(jax_runs), f"generate:{mesh}")
 
 
+@pytest.mark.parametrize("mesh", ["1x8", "2x4"])
+def test_sharded_causal_lm_fit_equals_one_device(jax_runs, mesh):
+    assert_check(model_parallel_results(jax_runs), f"fit_causal_lm:{mesh}")
+
+
 def test_sharded_model_saves_and_loads(jax_runs):
     results = model_parallel_results(jax_runs)
     assert_check(results, "save_load:same_mesh")

@@ -7,7 +7,11 @@ from keras import ops
 from keras_bigmodels.generation import Sampler, beam_search, compile_function, decode
 from keras_bigmodels.models.base import Task
 from keras_bigmodels.models.gpt.backbone import GPTBackbone
-from keras_bigmodels.objectives.losses import SparseCrossEntropy, sparse_cross_entropy_from_logits
+from keras_bigmodels.objectives.losses import (
+    FusedOutputLoss,
+    SparseCrossEntropy,
+    sparse_cross_entropy_from_logits,
+)
 from keras_bigmodels.utils import check_finite_number, check_positive_int, invoke
 
 
@@ -36,7 +40,7 @@ class Perplexity(keras.metrics.Metric):
 
 
 @keras.saving.register_keras_serializable(package="keras_bigmodels")
-class GPTCausalLM(Task):
+class GPTCausalLM(FusedOutputLoss, Task):
     """A GPT language model: token ids [batch, length] -> logits [batch, length, vocabulary].
 
     Trained with L = sum_i log P(x_i | x_<i) on packed windows (see
@@ -66,9 +70,15 @@ class GPTCausalLM(Task):
         self._generate_functions = {}
         self.compile()
 
-    def compile(self, optimizer="auto", loss="auto", metrics="auto", **kwargs):
+    def compile(self, optimizer="auto", loss="auto", metrics="auto", fused_loss="auto",
+                **kwargs):
         """Compile; "auto" gives AdamW(3e-4, weight decay 0.1, clipnorm 1), cross-entropy
         from logits, and perplexity.
+
+        `fused_loss` ("auto", True or False): train the output layer and the loss as one
+        chunked `linear_cross_entropy` (no [batch, length, vocabulary] logits in the
+        step; ~5% faster and far less memory); "auto" on JAX and PyTorch when the loss is
+        `SparseCrossEntropy` and no compiled metric needs the logits.
 
         The "auto" perplexity is exp(loss), read off the loss Keras already tracks rather
         than a second cross-entropy pass over the logits each step (about 10% of a small
@@ -85,6 +95,13 @@ class GPTCausalLM(Task):
         if self._perplexity_from_loss:
             metrics = None
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
+        self.configure_fused_loss(fused_loss, loss, metrics, kwargs.get("weighted_metrics"))
+
+    def fused_loss_hidden(self, token_ids, training):
+        return self.backbone(token_ids, training=training)
+
+    def fused_loss_table(self):
+        return self.backbone.token_embedding.embeddings
 
     def get_metrics_result(self):
         logs = super().get_metrics_result()
