@@ -31,6 +31,9 @@ def parse_args():
                         help="also time beam search with this many beams at batch 1 (0: skip)")
     parser.add_argument("--generate-repeats", type=int, default=3,
                         help="timed generate() calls per batch size (after one warm-up)")
+    parser.add_argument("--generate-batches", type=int, nargs="*", default=[1, 8],
+                        help="batch sizes of the generation timings (none: training only, "
+                             "with --num-beams 0)")
     parser.add_argument("--prompt-length", type=int, default=16)
     parser.add_argument("--peak-flops", type=float, default=None)
     parser.add_argument("--skip", nargs="*", default=[], choices=["ours", "keras_hub", "transformers"])
@@ -89,7 +92,7 @@ def ours():
     x, y = data()
     train = keras_train(lm, x, y)
     generate = {}
-    for batch in (1, 8):
+    for batch in ARGS.generate_batches:
         prompts = x[:batch, :ARGS.prompt_length]
         run = lambda: lm.generate(prompts, max_new_tokens=ARGS.new_tokens, stop_token_ids=None)
         generate[batch] = batch * ARGS.new_tokens / timed(run, ARGS.generate_repeats, 1)
@@ -112,7 +115,7 @@ def keras_hub():
     inputs = {"token_ids": x, "padding_mask": np.ones_like(x, dtype=bool)}
     train = keras_train(lm, inputs, y)
     generate = {}
-    for batch in (1, 8):
+    for batch in ARGS.generate_batches:
         total = ARGS.prompt_length + ARGS.new_tokens
         ids = np.zeros((batch, total), "int32")
         ids[:, :ARGS.prompt_length] = x[:batch, :ARGS.prompt_length]
@@ -152,7 +155,7 @@ def transformers_peer():
     train = BATCH * SEQ / timed(step, ARGS.steps, ARGS.warmup)
     model.eval()
     generate = {}
-    for batch in (1, 8):
+    for batch in ARGS.generate_batches:
         prompts = x[:batch, :ARGS.prompt_length]
 
         def run():
