@@ -77,7 +77,7 @@ class GPTCausalLM(FusedOutputLoss, Task):
 
         `fused_loss` ("auto", True or False): train the output layer and the loss as one
         chunked `linear_cross_entropy` (no [batch, length, vocabulary] logits in the
-        step; ~5% faster and far less memory); "auto" on JAX and PyTorch when the loss is
+        step: less memory, and faster steps on JAX); "auto" on JAX and PyTorch when the loss is
         `SparseCrossEntropy` and no compiled metric needs the logits.
 
         The "auto" perplexity is exp(loss), read off the loss Keras already tracks rather
