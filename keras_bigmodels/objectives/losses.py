@@ -159,7 +159,8 @@ class FusedOutputLoss:
 
     def configure_fused_loss(self, fused_loss, loss, metrics=None, weighted_metrics=None):
         if fused_loss not in ("auto", True, False):
-            raise ValueError(f"`fused_loss` must be 'auto', True or False; received {fused_loss!r}.")
+            raise ValueError(
+                f"`fused_loss` must be 'auto', True or False; received {fused_loss!r}.")
         usable = isinstance(loss, SparseCrossEntropy) and not metrics and not weighted_metrics
         if fused_loss is True and not usable:
             raise ValueError("`fused_loss=True` needs `loss=SparseCrossEntropy()` (or 'auto') "

@@ -304,8 +304,6 @@ def planned_bytes_match(model, mesh_shape):
 
 
 def _sharded(name, build, inputs, forward_inputs, loss, mesh_shape, reference):
-    import keras
-
     from keras_bigmodels import distribution as kd
 
     weights, ref_out, ref_loss, ref_weights = reference
