@@ -137,6 +137,8 @@ class SparseCrossEntropy(keras.losses.Loss):
 
 
 FUSED_LOSS_BACKENDS = ("jax", "torch")
+# The reductions the fused step reproduces (a per-token "none" loss needs the logits path).
+_REDUCTIONS = ("sum", "sum_over_batch_size", "mean", "mean_with_sample_weight")
 
 
 class FusedOutputLoss:
@@ -161,10 +163,12 @@ class FusedOutputLoss:
         if fused_loss not in ("auto", True, False):
             raise ValueError(
                 f"`fused_loss` must be 'auto', True or False; received {fused_loss!r}.")
-        usable = isinstance(loss, SparseCrossEntropy) and not metrics and not weighted_metrics
+        usable = (isinstance(loss, SparseCrossEntropy) and loss.reduction in _REDUCTIONS
+                  and not metrics and not weighted_metrics)
         if fused_loss is True and not usable:
             raise ValueError("`fused_loss=True` needs `loss=SparseCrossEntropy()` (or 'auto') "
-                             "and no compiled metrics, which would need the logits.")
+                             f"with a reduction in {_REDUCTIONS} and no compiled metrics, "
+                             "which would need the logits.")
         if fused_loss == "auto":
             usable = usable and keras.backend.backend() in FUSED_LOSS_BACKENDS
         self._fused_loss = bool(usable) and fused_loss is not False
@@ -189,8 +193,9 @@ class FusedOutputLoss:
         if reduction == "sum":
             loss = total
         elif reduction == "mean_with_sample_weight" and sample_weight is not None:
-            weights = ops.broadcast_to(ops.cast(sample_weight, "float32"), ops.shape(y))
-            loss = total / ops.maximum(ops.sum(weights), 1e-12)
+            # As Keras: the sum of the weights, and 0 (not NaN) when they are all 0.
+            weights = ops.sum(ops.cast(sample_weight, "float32"))
+            loss = ops.where(weights > 0, total / ops.maximum(weights, 1e-12), 0.0)
         else:
             count = 1
             for n in ops.shape(y):
