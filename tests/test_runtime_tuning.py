@@ -1,0 +1,47 @@
+"""Import-time runtime settings of `keras_bigmodels/__init__.py`."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+# Allocates, writes and frees a 64 MB block twice (malloc as XLA and torch call it);
+# prints the page faults of the second time.
+_PROBE = """
+import ctypes
+import resource
+import keras_bigmodels
+
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+size = 64 * 1024 * 1024
+
+def touch():
+    block = libc.malloc(size)
+    ctypes.memset(block, 1, size)
+    libc.free(block)
+
+touch()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+touch()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def _faults(tuning):
+    env = dict(os.environ, KERAS_BIGMODELS_MALLOC_TUNING=tuning)
+    out = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True,
+                         text=True, check=True, timeout=300)
+    return int(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux")
+                    or not os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc"),
+                    reason="the malloc settings are for Linux glibc")
+def test_freed_memory_is_reused_without_page_faults():
+    # 64 MB is 16,384 pages: glibc maps a block that size fresh on every allocation unless
+    # keras_bigmodels keeps freed memory in its heap.
+    assert _faults("1") < 1000
+    assert _faults("0") > 10000
