@@ -89,6 +89,16 @@ class FeedForward(keras.layers.Layer):
         self.built = True
 
     def call(self, inputs, training=None):
+        shape = tuple(inputs.shape)
+        if len(shape) > 2 and all(isinstance(n, int) for n in shape[1:]):
+            # [batch, ..., d] as one [rows, d] matrix: the weight gradients are then plain
+            # x^T g products; from the 3-D form, XLA:CPU contracts over two axes on a
+            # slower path (a small GPT's step ~5% faster on JAX, same elsewhere).
+            out = self._mlp(ops.reshape(inputs, (-1, shape[-1])), training)
+            return ops.reshape(out, (-1,) + shape[1:-1] + (out.shape[-1],))
+        return self._mlp(inputs, training)
+
+    def _mlp(self, inputs, training):
         if self.gated:
             hidden = (self._activation_fn(invoke(self.intermediate_gate, inputs))
                       * invoke(self.intermediate, inputs))

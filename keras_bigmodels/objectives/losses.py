@@ -12,6 +12,8 @@ already the fused `sparse_softmax_cross_entropy_with_logits`, it is that.
 import keras
 from keras import ops
 
+from keras_bigmodels.training_backend import materialize
+
 
 def sparse_cross_entropy_from_logits(y_true, logits):
     """-log softmax(logits)[y_true] per position: [...] from [..., classes] logits."""
@@ -94,16 +96,20 @@ def linear_cross_entropy(hidden, table, targets, sample_weight=None, chunk_size=
             total = total + ops.sum(losses[:, 0] * wc)
             onehot = ops.cast(ops.equal(classes, tc[:, None]), "float32")
             grad = ops.cast((exps / sums - onehot) * wc[:, None], compute_dtype)
-            d_table = d_table + ops.cast(ops.matmul(ops.transpose(grad), hc), "float32")
+            # Accumulated transposed, h^T grad, from a materialized copy of h^T: a plain
+            # row-major product (see `materialize`; 3-4% of a small GPT's step on JAX).
+            d_table = d_table + ops.cast(ops.matmul(materialize(ops.transpose(hc)), grad),
+                                         "float32")
             d_hidden = ops.slice_update(d_hidden, (index, 0, 0),
                                         ops.matmul(grad, kernel)[None])
             return total, d_table, d_hidden
 
         chunks = ops.shape(xs[0])[0]
-        init = (ops.zeros((), "float32"), ops.zeros((vocabulary, hidden_dim), "float32"),
+        init = (ops.zeros((), "float32"), ops.zeros((hidden_dim, vocabulary), "float32"),
                 ops.zeros(ops.shape(xs[0]), compute_dtype))
         total, d_table, d_hidden = ops.fori_loop(0, chunks, step, init)
         d_hidden = ops.reshape(d_hidden, (-1, hidden_dim))[:rows]
+        d_table = ops.transpose(d_table)
 
         def grad_fn(*args, upstream=None):
             if upstream is None:  # JAX and TensorFlow pass it positionally
