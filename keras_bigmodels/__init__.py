@@ -33,20 +33,23 @@ _tune_xla_cpu()
 def _tune_malloc():
     """Keep freed memory for reuse instead of handing it back to Linux after every step.
 
-    A training step's activations and gradients live in a few large buffers (XLA's is
-    one ~550 MB block for the reference GPT) that glibc maps fresh on every step and
-    unmaps at its end, so the kernel faults in and zeroes every page again: ~155,000 page
-    faults and ~0.3 s of system time per step on 2 cores (torch's per-op buffers alike).
-    Like the caching allocators of GPU frameworks, we let the process keep its high-water
-    mark: glibc serves large blocks from its heap (M_MMAP_MAX=0) in one arena that XLA's
-    worker threads share (M_ARENA_MAX=1) and does not trim it below 2 GB
-    (M_TRIM_THRESHOLD). Measured on the reference GPT (benchmarks/README.md): page faults
-    per step ~155,000 -> 0, JAX step ~1.2 -> ~1.05 s, torch ~1.19 -> ~1.12 s.
+    A training step's activations and gradients live in a few large buffers (XLA's is one
+    ~550 MB block for the reference GPT) that glibc maps fresh on every step and unmaps at
+    its end, so the kernel faults in and zeroes every page again: ~155,000 page faults and
+    ~0.3 s of system time per step on 2 cores (torch's per-op buffers alike). Like the
+    caching allocators of GPU frameworks, we let the process keep its high-water mark:
+    glibc serves large blocks from its heap (M_MMAP_MAX=0) and does not trim it below 2 GB
+    (M_TRIM_THRESHOLD). glibc can do that only for the main thread's heap (other threads'
+    heaps top out at 64 MB), so on JAX the CPU client runs computations on the calling
+    thread (`jax_cpu_enable_async_dispatch=False`, `training_backend.run_cpu_on_caller`)
+    rather than limiting the process to one malloc arena, which made decoding threads
+    contend. Measured on the reference GPT (benchmarks/README.md): page faults per step
+    ~155,000 -> 0, JAX step ~1.1-1.2 -> ~0.92-0.96 s.
 
-    Linux with glibc only. It reaches threads that have not allocated yet, so import
-    keras_bigmodels before running the first computation (importing keras first is fine).
-    KERAS_BIGMODELS_MALLOC_TUNING=0 leaves malloc alone (RSS then drops back between
-    steps, at the cost above).
+    Linux with glibc only. Takes effect for computations started after the import, so
+    import keras_bigmodels before the first one (importing keras first is fine).
+    KERAS_BIGMODELS_MALLOC_TUNING=0 leaves malloc and JAX's dispatch alone (memory then
+    goes back to the OS between steps, at the cost above).
     """
     if _os.environ.get("KERAS_BIGMODELS_MALLOC_TUNING", "1") == "0":
         return
@@ -58,10 +61,15 @@ def _tune_malloc():
         libc = ctypes.CDLL("libc.so.6")
     except (AttributeError, ValueError, OSError):
         return
-    m_trim_threshold, m_mmap_max, m_arena_max = -1, -4, -8
-    libc.mallopt(m_arena_max, 1)
+    m_trim_threshold, m_mmap_max = -1, -4
     libc.mallopt(m_mmap_max, 0)
     libc.mallopt(m_trim_threshold, 2**31 - 1)
+    import keras
+
+    if keras.backend.backend() == "jax":
+        from keras_bigmodels.training_backend import run_cpu_on_caller
+
+        run_cpu_on_caller()
 
 
 _tune_malloc()

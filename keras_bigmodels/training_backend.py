@@ -23,3 +23,17 @@ def materialize(x):
 
         return jax.lax.optimization_barrier(x)
     return x
+
+
+def run_cpu_on_caller():
+    """JAX: run CPU computations on the thread that calls them (no async dispatch).
+
+    Their buffers are then allocated by the main thread, whose glibc heap can keep them
+    between steps (see `keras_bigmodels._tune_malloc`); a worker thread's would be mapped
+    and unmapped every time. Applies if set before JAX starts its CPU backend; other
+    devices are unaffected. Training steps lost nothing measurable to the missing overlap
+    (Keras reads each step's logs anyway); decoding runs as one compiled loop.
+    """
+    import jax
+
+    jax.config.update("jax_cpu_enable_async_dispatch", False)

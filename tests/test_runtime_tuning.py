@@ -45,3 +45,37 @@ def test_freed_memory_is_reused_without_page_faults():
     # keras_bigmodels keeps freed memory in its heap.
     assert _faults("1") < 1000
     assert _faults("0") > 10000
+
+
+_JAX_PROBE = """
+import os
+os.environ["KERAS_BACKEND"] = "jax"
+import resource
+import keras_bigmodels
+import jax
+import jax.numpy as jnp
+
+step = jax.jit(lambda a, b: jnp.sum((a @ b) @ b.T))  # a @ b: a 64 MB temporary
+a, b = jnp.ones((2048, 64)), jnp.ones((64, 8192))
+step(a, b).block_until_ready()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+step(a, b).block_until_ready()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux")
+                    or not os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc"),
+                    reason="the malloc settings are for Linux glibc")
+def test_jax_steps_reuse_their_buffers():
+    pytest.importorskip("jax")
+    # XLA allocates a computation's temporaries per run; they come from the main thread's
+    # heap (and stay there) only with the import-time settings.
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    faults = {}
+    for tuning in ("1", "0"):
+        env["KERAS_BIGMODELS_MALLOC_TUNING"] = tuning
+        out = subprocess.run([sys.executable, "-c", _JAX_PROBE], env=env, capture_output=True,
+                             text=True, check=True, timeout=300)
+        faults[tuning] = int(out.stdout.strip().splitlines()[-1])
+    assert faults["1"] < 1000 and faults["0"] > 10000, faults
