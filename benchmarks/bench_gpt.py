@@ -10,6 +10,11 @@ Measures training tokens/s, MFU (6N + 12LHQT FLOPs per token over a peak: --peak
 or a measured matmul peak), peak RSS, and generation tokens/s at batch 1 and 8 with 128
 new tokens (greedy, no early stop), and beam search at batch 1 (`--num-beams`, default 4; 0
 skips it). Writes benchmarks/results/gpt_<backend>.json.
+
+Each model runs in a process of its own. Importing keras_bigmodels applies its runtime
+settings to a process (glibc malloc, XLA:CPU scheduler; see keras_bigmodels/__init__.py),
+so by default the peers' processes never import it and run as their users get them;
+`--peer-tuning` gives them the same settings, to separate those from the models' own code.
 """
 
 import argparse
@@ -40,6 +45,11 @@ def parse_args():
     parser.add_argument("--output", default=None)
     parser.add_argument("--only", choices=["ours", "keras_hub", "transformers"],
                         help=argparse.SUPPRESS)
+    parser.add_argument("--peer-tuning", action="store_true",
+                        help="give the peers' processes keras_bigmodels' import-time runtime "
+                             "settings too (malloc, XLA:CPU flags); by default each peer runs "
+                             "as its own users get it")
+    parser.add_argument("--flops-per-token", type=float, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--torch-threads", type=int, default=None,
                         help="torch intra-op threads (1 avoids OpenMP spin-waits on a "
                              "shared, oversubscribed CPU)")
@@ -54,7 +64,11 @@ import numpy as np  # noqa: E402
 import keras  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-import keras_bigmodels as kbm  # noqa: E402
+ENVIRONMENT = os.environ.copy()  # before keras_bigmodels adds its XLA_FLAGS
+if ARGS.only in (None, "ours") or ARGS.peer_tuning:
+    # Importing keras_bigmodels applies its runtime settings to the process (see its
+    # __init__): a peer's process gets them only with --peer-tuning.
+    import keras_bigmodels as kbm  # noqa: E402
 
 CONFIG = dict(vocabulary_size=8192, num_layers=4, num_heads=4, hidden_dim=256,
               intermediate_dim=1024, max_sequence_length=256)
@@ -183,8 +197,7 @@ def run_one(name):
         import torch
 
         torch.set_num_threads(ARGS.torch_threads)
-    flops_per_token = kbm.flops.flops_per_token({**CONFIG, "family": "gpt"}, SEQ)
-    peak = ARGS.peak_flops or kbm.flops.measure_peak_flops()
+    flops_per_token, peak = ARGS.flops_per_token, ARGS.peak_flops
     train, generate = {"ours": ours, "keras_hub": keras_hub,
                        "transformers": transformers_peer}[name]()
     print(json.dumps({
@@ -216,6 +229,7 @@ def main():
         "prompt_length": ARGS.prompt_length,
         "load_average": os.getloadavg(),
         "torch_threads": ARGS.torch_threads,
+        "peer_tuning": ARGS.peer_tuning,
         "models": {},
     }
     # Each model runs in its own process, so peak RSS is that model's own.
@@ -223,8 +237,9 @@ def main():
         if name in ARGS.skip:
             continue
         command = [sys.executable, os.path.abspath(__file__), "--only", name,
-                   *sys.argv[1:], "--peak-flops", repr(peak)]
-        proc = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy())
+                   *sys.argv[1:], "--peak-flops", repr(peak),
+                   "--flops-per-token", repr(flops_per_token)]
+        proc = subprocess.run(command, capture_output=True, text=True, env=ENVIRONMENT)
         lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
         if proc.returncode or not lines:  # a peer failing must not lose the other numbers
             tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
