@@ -128,19 +128,23 @@ def keras_hub():
     x, y = data()
     inputs = {"token_ids": x, "padding_mask": np.ones_like(x, dtype=bool)}
     train = keras_train(lm, inputs, y)
-    generate = {}
-    for batch in ARGS.generate_batches:
+    def prompts(batch):
         total = ARGS.prompt_length + ARGS.new_tokens
         ids = np.zeros((batch, total), "int32")
         ids[:, :ARGS.prompt_length] = x[:batch, :ARGS.prompt_length]
         mask = np.zeros((batch, total), bool)
         mask[:, :ARGS.prompt_length] = True
-        run = lambda: lm.generate({"token_ids": ids, "padding_mask": mask},
-                                  stop_token_ids=None)
+        return {"token_ids": ids, "padding_mask": mask}
+
+    generate = {}
+    for batch in ARGS.generate_batches:
+        inputs_b = prompts(batch)
+        run = lambda: lm.generate(inputs_b, stop_token_ids=None)
         generate[batch] = batch * ARGS.new_tokens / timed(run, ARGS.generate_repeats, 1)
     if ARGS.num_beams:
         lm.compile(sampler=keras_hub.samplers.BeamSampler(num_beams=ARGS.num_beams))
-        ids, mask = ids[:1], mask[:1]
+        inputs_1 = prompts(1)
+        run = lambda: lm.generate(inputs_1, stop_token_ids=None)
         generate["beam"] = ARGS.new_tokens / timed(run, ARGS.generate_repeats, 1)
     return train, generate
 
