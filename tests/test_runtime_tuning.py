@@ -43,8 +43,11 @@ def _faults(tuning):
 def test_freed_memory_is_reused_without_page_faults():
     # 64 MB is 16,384 pages: glibc maps a block that size fresh on every allocation unless
     # keras_bigmodels keeps freed memory in its heap.
+    untuned = _faults("0")
+    if untuned < 10000:
+        pytest.skip(f"freed blocks are not re-faulted here ({untuned} faults untuned; "
+                    "transparent huge pages always on?)")
     assert _faults("1") < 1000
-    assert _faults("0") > 10000
 
 
 _JAX_PROBE = """
@@ -78,4 +81,6 @@ def test_jax_steps_reuse_their_buffers():
         out = subprocess.run([sys.executable, "-c", _JAX_PROBE], env=env, capture_output=True,
                              text=True, check=True, timeout=300)
         faults[tuning] = int(out.stdout.strip().splitlines()[-1])
-    assert faults["1"] < 1000 and faults["0"] > 10000, faults
+    if faults["0"] < 10000:
+        pytest.skip(f"temporaries are not re-faulted here ({faults}; transparent huge pages?)")
+    assert faults["1"] < 1000, faults
