@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from keras_bigmodels.utils import check_positive_int, invoke
+from keras_bigmodels.utils import check_positive_int, in_eager_decoding, invoke
 
 ACTIVATIONS = ("relu", "gelu", "gelu_approximate", "silu", "swish", "tanh")
 
@@ -90,10 +90,13 @@ class FeedForward(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         shape = tuple(inputs.shape)
-        if len(shape) > 2 and all(isinstance(n, int) for n in shape[1:]):
+        if (len(shape) > 2 and all(isinstance(n, int) for n in shape[1:])
+                and not in_eager_decoding()):
             # [batch, ..., d] as one [rows, d] matrix: the weight gradients are then plain
             # x^T g products; from the 3-D form, XLA:CPU contracts over two axes on a
-            # slower path (a small GPT's step ~5% faster on JAX, same elsewhere).
+            # slower path (a small GPT's step ~5% faster on JAX, same elsewhere). Not in
+            # eager decoding: no gradients there, and two Keras reshapes cost ~40 us a
+            # layer per token.
             out = self._mlp(ops.reshape(inputs, (-1, shape[-1])), training)
             return ops.reshape(out, (-1,) + shape[1:-1] + (out.shape[-1],))
         return self._mlp(inputs, training)
