@@ -30,24 +30,30 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
-def _faults(tuning):
-    env = dict(os.environ, KERAS_BIGMODELS_MALLOC_TUNING=tuning)
-    out = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True,
+linux_glibc = pytest.mark.skipif(
+    not sys.platform.startswith("linux")
+    or not os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc"),
+    reason="the malloc settings are for Linux glibc")
+
+
+def _faults(probe, tuning):
+    """The page faults a probe script prints, run with the setting on ("1") or off ("0")."""
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env["KERAS_BIGMODELS_MALLOC_TUNING"] = tuning
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
                          text=True, check=True, timeout=300)
     return int(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux")
-                    or not os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc"),
-                    reason="the malloc settings are for Linux glibc")
+@linux_glibc
 def test_freed_memory_is_reused_without_page_faults():
     # 64 MB is 16,384 pages: glibc maps a block that size fresh on every allocation unless
     # keras_bigmodels keeps freed memory in its heap.
-    untuned = _faults("0")
+    untuned = _faults(_PROBE, "0")
     if untuned < 10000:
         pytest.skip(f"freed blocks are not re-faulted here ({untuned} faults untuned; "
                     "transparent huge pages always on?)")
-    assert _faults("1") < 1000
+    assert _faults(_PROBE, "1") < 1000
 
 
 _JAX_PROBE = """
@@ -67,20 +73,12 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux")
-                    or not os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc"),
-                    reason="the malloc settings are for Linux glibc")
+@linux_glibc
 def test_jax_steps_reuse_their_buffers():
     pytest.importorskip("jax")
     # XLA allocates a computation's temporaries per run; they come from the main thread's
     # heap (and stay there) only with the import-time settings.
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    faults = {}
-    for tuning in ("1", "0"):
-        env["KERAS_BIGMODELS_MALLOC_TUNING"] = tuning
-        out = subprocess.run([sys.executable, "-c", _JAX_PROBE], env=env, capture_output=True,
-                             text=True, check=True, timeout=300)
-        faults[tuning] = int(out.stdout.strip().splitlines()[-1])
+    faults = {tuning: _faults(_JAX_PROBE, tuning) for tuning in ("1", "0")}
     if faults["0"] < 10000:
         pytest.skip(f"temporaries are not re-faulted here ({faults}; transparent huge pages?)")
     assert faults["1"] < 1000, faults
