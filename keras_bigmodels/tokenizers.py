@@ -5,6 +5,7 @@ the user's text in seconds; `from_dir` reads `tokenizer.json`, a WordPiece `voca
 a byte-level `vocab.json` + `merges.txt`. Nothing is downloaded.
 """
 
+import collections
 import json
 import os
 
@@ -69,16 +70,41 @@ class Tokenizer:
     @classmethod
     def train_wordpiece(cls, texts, vocabulary_size, lowercase=True,
                         special_tokens=WORDPIECE_SPECIALS):
-        """WordPiece as in BERT: [PAD]=0, [UNK], [CLS], [SEP], [MASK], '##' continuations."""
+        """WordPiece as in BERT: [PAD]=0, [UNK], [CLS], [SEP], [MASK], '##' continuations.
+
+        Deterministic: the same texts give the same vocabulary and ids in every process.
+        The `tokenizers` WordPiece trainer is not: it numbers the '##' continuation
+        pieces in the iteration order of a randomly seeded hash map, and merges of equal
+        frequency are ordered by those numbers, so every run picks different pieces (see
+        `_train_wordpiece_vocabulary`).
+
+        Args:
+            texts: an iterable of strings (or of documents given as lists of sentences).
+            vocabulary_size: the size of the vocabulary, special tokens and alphabet
+                included.
+            lowercase: lowercase and strip accents first (BERT "uncased").
+            special_tokens: the special tokens, given the first ids in this order.
+
+        Example:
+        >>> tok = Tokenizer.train_wordpiece(["hello world", "hello there"], 60)
+        >>> tok.decode(tok.encode("hello world"))
+        'hello world'
+        """
         tk = _library()
-        tokenizer = tk.Tokenizer(tk.models.WordPiece(unk_token="[UNK]"))
-        tokenizer.normalizer = tk.normalizers.BertNormalizer(lowercase=lowercase)
-        tokenizer.pre_tokenizer = tk.pre_tokenizers.BertPreTokenizer()
+        normalizer = tk.normalizers.BertNormalizer(lowercase=lowercase)
+        pre_tokenizer = tk.pre_tokenizers.BertPreTokenizer()
+        word_counts = collections.Counter()
+        for text in _as_iterator(texts):
+            words = pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text))
+            word_counts.update(word for word, _ in words)
+        vocabulary = _train_wordpiece_vocabulary(word_counts, vocabulary_size,
+                                                 list(special_tokens))
+        tokenizer = tk.Tokenizer(tk.models.WordPiece(vocabulary, unk_token="[UNK]"))
+        tokenizer.normalizer = normalizer
+        tokenizer.pre_tokenizer = pre_tokenizer
         tokenizer.decoder = tk.decoders.WordPiece()
-        trainer = tk.trainers.WordPieceTrainer(
-            vocab_size=vocabulary_size, special_tokens=list(special_tokens), show_progress=False
-        )
-        tokenizer.train_from_iterator(_as_iterator(texts), trainer=trainer)
+        # As the library's trainer does: special tokens are matched whole in raw text.
+        tokenizer.add_special_tokens(list(special_tokens))
         return cls(tokenizer)
 
     # Loading and saving -------------------------------------------------------------
@@ -161,3 +187,59 @@ def _as_iterator(texts):
             yield " ".join(text)
         else:
             yield text
+
+
+# Supplementary Private Use Areas A and B: code points no text is expected to use, each a
+# single character to the trainer.
+_PRIVATE_USE = (range(0xF0000, 0xFFFFE), range(0x100000, 0x10FFFE))
+
+
+def _train_wordpiece_vocabulary(word_counts, vocabulary_size, special_tokens):
+    """WordPiece vocabulary (token -> id) from word counts, the same in every process.
+
+    The library's BPE trainer is deterministic when every symbol it starts from is a
+    single character: the alphabet is numbered in code-point order and merges of equal
+    frequency go to the lowest ids. Only its '##x' continuation symbols are numbered in
+    hash-map order. So each non-initial character is written as its own private-use
+    character (one per distinct character), the BPE trainer runs without a prefix, and
+    the pieces are mapped back: a piece starting with such a character is '##' + the rest.
+    Merging 'a' + '##b' -> 'ab' and '##a' + '##b' -> '##ab' is exactly what the
+    WordPiece trainer does.
+    """
+    tk = _library()
+    characters = sorted({c for word in word_counts for c in word})
+    used = set(characters)
+    free = (chr(c) for area in _PRIVATE_USE for c in area if chr(c) not in used)
+    continuation = {}
+    for character in characters:
+        marker = next(free, None)
+        if marker is None:
+            raise ValueError("`texts` use too many distinct characters to train WordPiece.")
+        continuation[character] = marker
+    original = {marker: character for character, marker in continuation.items()}
+
+    def encoded(word):
+        return word[0] + "".join(continuation[c] for c in word[1:])
+
+    trainer = tk.trainers.BpeTrainer(
+        vocab_size=vocabulary_size, special_tokens=special_tokens, show_progress=False,
+        # Every character is a token of its own even where it only continues words, as
+        # with the WordPiece trainer.
+        initial_alphabet=characters)
+    helper = tk.Tokenizer(tk.models.BPE())
+    helper.pre_tokenizer = tk.pre_tokenizers.WhitespaceSplit()
+    helper.train_from_iterator(
+        (" ".join([encoded(word)] * count) for word, count in word_counts.items()),
+        trainer=trainer)
+
+    specials = set(special_tokens)
+    vocabulary = {}
+    for piece, _ in sorted(helper.get_vocab().items(), key=lambda item: item[1]):
+        if piece not in specials:
+            if piece[0] in original:
+                piece = "##" + "".join(original[c] for c in piece)
+            else:
+                piece = "".join(original.get(c, c) for c in piece)
+        # Distinct pieces stay distinct; setdefault only keeps the ids dense regardless.
+        vocabulary.setdefault(piece, len(vocabulary))
+    return vocabulary
