@@ -9,6 +9,7 @@ import json
 import os
 import re
 
+import keras
 import numpy as np
 
 # Buffers that some transformers versions save but that are not weights.
@@ -49,7 +50,12 @@ def read_weights(path):
         return weights
     bin_file = os.path.join(path, "pytorch_model.bin")
     if os.path.isfile(bin_file):
-        from keras_bigmodels.checkpoint_backend import read_torch_state_dict
+        if keras.backend.backend() != "torch":
+            raise ValueError(
+                f"`{path}` holds only pytorch_model.bin, which needs torch to read. Re-save the "
+                "checkpoint with `save_pretrained(..., safe_serialization=True)`, or load it "
+                "with KERAS_BACKEND=torch.")
+        from keras_bigmodels.backend import read_torch_state_dict
 
         return read_torch_state_dict(bin_file, path)
     raise ValueError(f"No model.safetensors (or index, or pytorch_model.bin) in `{path}`.")

@@ -377,24 +377,24 @@ def mirrored_strategy(devices=None):
     ...     model = build(); model.compile("sgd", "mse")
     >>> model.fit(x, y, batch_size=8)
     """
-    from keras_bigmodels import distribution_backend
+    from keras_bigmodels import backend
 
-    return distribution_backend.mirrored_strategy(devices)
+    return backend.mirrored_strategy(devices)
 
 
 def torch_ddp_model(model, **kwargs):
     """PyTorch's data parallelism: wrap a Keras model (a torch module) in DDP.
 
     The process group must be initialized first (`torch.distributed.init_process_group`,
-    "gloo" on CPU, "nccl" on GPU). See `distribution_backend.ddp_train_step`.
+    "gloo" on CPU, "nccl" on GPU). See `keras_bigmodels.backend.ddp_train_step`.
 
     Example:
     >>> ddp = torch_ddp_model(model)
     >>> loss = ddp_train_step(ddp, model, optimizer, loss_fn, x_shard, y_shard)
     """
-    from keras_bigmodels import distribution_backend
+    from keras_bigmodels import backend
 
-    return distribution_backend.torch_ddp_model(model, **kwargs)
+    return backend.torch_ddp_model(model, **kwargs)
 
 
 from keras_bigmodels.memory import plan_memory  # noqa: E402,F401

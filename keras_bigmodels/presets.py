@@ -1,6 +1,7 @@
 """The preset registry: paper configs as plain dicts of constructor kwargs plus a source.
 
-Families register their presets when `keras_bigmodels.models` is imported. Nothing here
+Each family registers its presets in its `config.py`, which `keras_bigmodels.models`
+imports (and `import keras_bigmodels` imports that), so this module imports no model. Nothing here
 allocates weights, so `flops.count_params("gpt3-175b")` can answer from a name.
 """
 
@@ -23,19 +24,12 @@ def register_presets(family, presets, param_counter=None):
         _COUNTERS[family] = param_counter
 
 
-def _ensure_loaded():
-    # Families register on import; importing here keeps `presets` free of model imports.
-    import keras_bigmodels.models  # noqa: F401
-
-
 def list_presets(family=None):
-    _ensure_loaded()
     return sorted(n for n, c in _PRESETS.items() if family is None or c["family"] == family)
 
 
 def get_preset(name, family=None):
     """A copy of the preset's config (with `family` and `source`); clear error if unknown."""
-    _ensure_loaded()
     known = list_presets(family)
     if name not in known:
         raise ValueError(
@@ -51,5 +45,4 @@ def constructor_kwargs(config):
 
 
 def param_counter(family):
-    _ensure_loaded()
     return _COUNTERS.get(family)

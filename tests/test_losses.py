@@ -1,7 +1,7 @@
 import keras
 import numpy as np
 
-from keras_bigmodels.objectives.losses import SparseCrossEntropy
+from keras_bigmodels.losses import SparseCrossEntropy
 from tests.testing import to_numpy
 
 
@@ -23,7 +23,7 @@ def test_sparse_cross_entropy_equals_keras():
 
 def test_sparse_cross_entropy_per_position_matches_numpy():
     """-log softmax(logits)[target] at every position, mixed-precision logits included."""
-    from keras_bigmodels.objectives.losses import sparse_cross_entropy_from_logits
+    from keras_bigmodels.losses import sparse_cross_entropy_from_logits
 
     rng = np.random.default_rng(1)
     logits = rng.normal(size=(3, 4, 7)).astype("float32") * 4
@@ -39,7 +39,7 @@ def test_sparse_cross_entropy_per_position_matches_numpy():
 
 
 def test_linear_cross_entropy_value_matches_logits_loss():
-    from keras_bigmodels.objectives.losses import (
+    from keras_bigmodels.losses import (
         linear_cross_entropy,
         linear_cross_entropy_chunk,
         sparse_cross_entropy_from_logits,

@@ -1,5 +1,5 @@
 """Samplers and the compiled decode loop with a KV cache, shared by every generative family."""
 
-from keras_bigmodels.generation.backend_bridge import compile_function
+from keras_bigmodels.backend import compile_function
 from keras_bigmodels.generation.decode import beam_search, decode, repeat_batch
 from keras_bigmodels.generation.samplers import SAMPLERS, Sampler

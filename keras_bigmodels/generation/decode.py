@@ -9,13 +9,14 @@ it feeds one token per step and writes the sampled one wherever the row's prompt
 ended. Because attention is causal, a row never sees the padding after its own prompt, so
 prompts of different lengths decode exactly as they would alone, and greedy decoding equals
 an uncached argmax loop. Everything is `keras.ops`, so the whole loop compiles
-(`backend_bridge.compile_function`) into one XLA program on JAX and TensorFlow.
+(`backend.compile_function`) into one XLA program on JAX and TensorFlow.
 """
 
 import keras
 from keras import ops
 
-from keras_bigmodels.utils import check_finite_number, eager_index
+from keras_bigmodels.backend.decoding import eager_index, own
+from keras_bigmodels.utils import check_finite_number
 
 NEG_INF = -1e9
 
@@ -112,7 +113,7 @@ def beam_search(next_logits, cache, token_ids, prompt_mask, start_index, num_bea
     k = num_beams
     ids = repeat_batch(token_ids, k)
     prompt_mask = repeat_batch(prompt_mask, k)
-    cache = repeat_batch(cache, k)
+    cache = own(repeat_batch(cache, k))
     prompt_lengths = ops.sum(ops.cast(prompt_mask, "int32"), axis=1)
     # All beams start identical: only beam 0 may expand at the first sampled step.
     scores = ops.reshape(
@@ -158,7 +159,7 @@ def beam_search(next_logits, cache, token_ids, prompt_mask, start_index, num_bea
         top_scores = ops.where(row_in_prompt, ops.reshape(scores, [batch, k]), top_scores)
         flat = ops.reshape(beam + ops.arange(batch)[:, None] * k, [-1])
         ids = ops.take(ids, flat, axis=0)
-        cache = keras.tree.map_structure(lambda c: ops.take(c, flat, axis=0), cache)
+        cache = own(keras.tree.map_structure(lambda c: ops.take(c, flat, axis=0), cache))
         lengths = ops.take(candidate_lengths, flat, axis=0)
         done = ops.take(done, flat, axis=0)
         tokens = ops.reshape(tokens, [-1])

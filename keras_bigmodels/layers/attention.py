@@ -3,16 +3,17 @@
 import keras
 from keras import ops
 
-from keras_bigmodels.decoding_backend import KerasKernels
-from keras_bigmodels.utils import (
-    check_positive_int,
-    decoding_kernels,
-    decoding_memo,
-    in_eager_decoding,
+from keras_bigmodels import backend
+from keras_bigmodels.backend.decoding import (
+    KerasKernels,
     invoke,
+    memo,
+    op_kernels,
     tensor,
     write_in_place,
 )
+from keras_bigmodels.backend.decoding import active as in_eager_decoding
+from keras_bigmodels.utils import check_positive_int
 
 # A large finite negative number rather than -inf: a query row whose keys are all masked
 # (left padding under a causal mask) then gets a uniform softmax instead of NaNs that
@@ -24,22 +25,11 @@ _FUSED_DEFAULT = None
 
 
 def fused_by_default():
-    """Whether `keras.ops.dot_product_attention` beats the explicit path here.
-
-    Measured (benchmarks/bench_attention.py): torch's SDPA wins on CPU and GPU; JAX's
-    fused call wins on GPU/TPU (cuDNN / splash kernels) but is slower than the explicit
-    einsums on CPU; TensorFlow has no fused kernel.
-    """
+    """Whether `keras.ops.dot_product_attention` beats the explicit path here (decided once;
+    measured in benchmarks/bench_attention.py, see `backend.prefers_fused_attention`)."""
     global _FUSED_DEFAULT
     if _FUSED_DEFAULT is None:
-        backend = keras.backend.backend()
-        if backend == "torch":
-            _FUSED_DEFAULT = True
-        elif backend == "jax":
-            devices = keras.distribution.list_devices()
-            _FUSED_DEFAULT = not all(d.lower().startswith("cpu") for d in devices)
-        else:
-            _FUSED_DEFAULT = False
+        _FUSED_DEFAULT = backend.prefers_fused_attention()
     return _FUSED_DEFAULT
 
 
@@ -323,7 +313,7 @@ class MultiHeadAttention(keras.layers.Layer):
         if (use_causal_mask and cache is None and padding_mask is None
                 and attention_mask is None and attention_bias is None
                 and not return_attention_scores and not self._fused_path(training)
-                and keras.backend.backend() == "jax"):
+                and backend.prefers_blockwise_causal_attention()):
             blocks = causal_blocks(q.shape[1], k.shape[1])
         if blocks:
             # Query block [start, stop) sees keys [0, stop): the fully masked upper-right
@@ -375,7 +365,7 @@ class MultiHeadAttention(keras.layers.Layer):
             rows = 1
             for n in kernel.shape[:contracted]:
                 rows *= n
-            kernels = decoding_kernels()
+            kernels = op_kernels()
             if kernels is None or self.compute_dtype != self.variable_dtype:
                 kernels = KerasKernels
                 kernel = ops.cast(kernel, self.compute_dtype)
@@ -383,10 +373,10 @@ class MultiHeadAttention(keras.layers.Layer):
             return (kernels.reshape(kernel, (rows, -1)),
                     None if bias is None else kernels.reshape(tensor(bias), (-1,)))
 
-        return decoding_memo((id(dense), "matrix"), build)
+        return memo((id(dense), "matrix"), build)
 
     def _matrix_projections(self, query, key, value, self_attention):
-        kernels = decoding_kernels() or KerasKernels
+        kernels = op_kernels() or KerasKernels
         denses = (self.query_dense, self.key_dense, self.value_dense)
         heads = (self.num_heads, self.num_key_value_heads, self.num_key_value_heads)
         dims = (self._key_dim, self._key_dim, self._value_dim)
@@ -396,7 +386,7 @@ class MultiHeadAttention(keras.layers.Layer):
                 bias = None if biases[0] is None else ops.concatenate(biases, axis=0)
                 return ops.concatenate(matrices, axis=1), bias
 
-            kernel, bias = decoding_memo((id(self), "qkv"), fuse)
+            kernel, bias = memo((id(self), "qkv"), fuse)
             parts = kernels.split(kernels.linear(query, kernel, bias),
                                   [n * d for n, d in zip(heads, dims)])
         else:
@@ -406,7 +396,7 @@ class MultiHeadAttention(keras.layers.Layer):
                      for p, n, d in zip(parts, heads, dims))
 
     def _matrix_output(self, out):
-        kernels = decoding_kernels() or KerasKernels
+        kernels = op_kernels() or KerasKernels
         kernel, bias = self._matrix(self.output_dense, contracted=2)
         shape = ops.shape(out)
         return kernels.linear(kernels.reshape(out, (shape[0], shape[1], kernel.shape[0])),
@@ -424,7 +414,7 @@ class MultiHeadAttention(keras.layers.Layer):
         [b, kvh, s, d] with `heads_first`, the cache layout); returns [b, t, h, d]."""
         scale = self.scale if self.scale is not None else 1.0 / float(self._key_dim) ** 0.5
         dropping = bool(training) and self.dropout > 0
-        kernels = decoding_kernels()
+        kernels = op_kernels()
         if (kernels is not None and mask is None and bias is None and not return_scores
                 and not dropping and self.num_heads == self.num_key_value_heads):
             return kernels.attention(q, k, v, scale, heads_first), None
@@ -435,8 +425,8 @@ class MultiHeadAttention(keras.layers.Layer):
         return self._explicit(q, k, v, mask, bias, scale, training, heads_first)
 
     def _fused(self, q, k, v, mask, bias, scale):
-        backend = keras.backend.backend()
-        if mask is not None and (bias is not None or backend == "torch"):
+        backend_name = backend.name()
+        if mask is not None and (bias is not None or backend_name == "torch"):
             # torch SDPA takes one of mask/bias, and its boolean mask turns a fully
             # masked row into NaNs: an additive finite bias avoids both.
             additive = ops.where(mask, 0.0, MASK_VALUE)
@@ -445,7 +435,7 @@ class MultiHeadAttention(keras.layers.Layer):
         if bias is not None:
             bias = ops.cast(bias, q.dtype)
         groups = self.num_heads // self.num_key_value_heads
-        if backend == "tensorflow" and groups > 1:
+        if backend_name == "tensorflow" and groups > 1:
             # Keras' TensorFlow path mishandles some head groupings; it has no fused
             # kernel to lose, so expand the key/value heads.
             k = ops.repeat(k, groups, axis=2)

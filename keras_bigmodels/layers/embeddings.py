@@ -4,15 +4,9 @@ import keras
 from keras import ops
 
 from keras_bigmodels.layers.positions import PositionEmbedding, SinusoidalPositionEncoding
-from keras_bigmodels.utils import (
-    check_in,
-    check_positive_int,
-    check_token_ids,
-    decoding_kernels,
-    decoding_memo,
-    in_eager_decoding,
-    invoke,
-)
+from keras_bigmodels.backend.decoding import active as in_eager_decoding
+from keras_bigmodels.backend.decoding import invoke, memo, op_kernels
+from keras_bigmodels.utils import check_in, check_positive_int, check_token_ids
 
 
 @keras.saving.register_keras_serializable(package="keras_bigmodels")
@@ -35,9 +29,9 @@ class TokenEmbedding(keras.layers.Embedding):
 
     def call(self, inputs, reverse=False, training=None):
         if reverse:
-            kernels = decoding_kernels()
+            kernels = op_kernels()
             if kernels is not None and self.compute_dtype == self.variable_dtype:
-                table = decoding_memo((id(self), "transposed"),
+                table = memo((id(self), "transposed"),
                                       lambda: kernels.transposed_copy(self.embeddings.value))
                 return kernels.linear(inputs, table)
             kernel = ops.cast(self.embeddings, self.compute_dtype)

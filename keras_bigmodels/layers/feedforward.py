@@ -3,7 +3,10 @@
 import keras
 from keras import ops
 
-from keras_bigmodels.utils import check_positive_int, in_eager_decoding, invoke
+from keras_bigmodels import backend
+from keras_bigmodels.backend.decoding import active as in_eager_decoding
+from keras_bigmodels.backend.decoding import invoke
+from keras_bigmodels.utils import check_positive_int
 
 ACTIVATIONS = ("relu", "gelu", "gelu_approximate", "silu", "swish", "tanh")
 
@@ -20,7 +23,7 @@ def get_activation(name):
     if name == "gelu_approximate":
         return lambda x: ops.gelu(x, approximate=True)
     if name == "gelu":
-        if keras.backend.backend() == "jax":
+        if backend.prefers_erf_gelu():
             return _gelu_erf
         return lambda x: ops.gelu(x, approximate=False)
     if name in ("silu", "swish"):

@@ -4,7 +4,8 @@ import keras
 
 from keras_bigmodels.layers.attention import MultiHeadAttention
 from keras_bigmodels.layers.feedforward import FeedForward
-from keras_bigmodels.utils import check_in, invoke
+from keras_bigmodels.backend.decoding import invoke
+from keras_bigmodels.utils import check_in
 
 NORMS = ("layer_norm", "rms_norm")
 

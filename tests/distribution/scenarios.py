@@ -507,7 +507,7 @@ def scenario_torch_ddp(out, rank, world_size, port):
     import torch
 
     from keras_bigmodels import distribution as kd
-    from keras_bigmodels.distribution_backend import ddp_train_step
+    from keras_bigmodels.backend import ddp_train_step
 
     x, y = regression_data()
     model = dense_model(seed=1 + rank)  # DDP broadcasts rank 0's weights

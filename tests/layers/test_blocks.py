@@ -139,7 +139,7 @@ def test_patch_embedding_equals_dense_on_patches(tmp_path):
 def test_eager_decoding_mode_matches_layer_calls(normalize_first, kv_heads, cross, prefill):
     """Direct `call`s, torch kernels, int positions and in-place cache writes give the
     same numbers as the layers called normally (and as the uncached block)."""
-    from keras_bigmodels.utils import eager_decoding
+    from keras_bigmodels.backend.decoding import eager_decoding, own
 
     block = TransformerDecoderBlock(num_heads=2, num_key_value_heads=kv_heads,
                                     intermediate_dim=16, dropout=0.0,
@@ -150,7 +150,7 @@ def test_eager_decoding_mode_matches_layer_calls(normalize_first, kv_heads, cros
     steps = []
     for mode in (False, True):
         with eager_decoding(mode):
-            cache = ops.zeros((2, 2, kv_heads, 5, 4))
+            cache = own(ops.zeros((2, 2, kv_heads, 5, 4)))  # the loop's own: written in place
             outs = []
             out, cache = block(x[:, :prefill], encoder, cache=cache, cache_update_index=0)
             outs.append(to_numpy(out))
@@ -165,7 +165,8 @@ def test_eager_decoding_mode_matches_layer_calls(normalize_first, kv_heads, cros
 
 def test_eager_decoding_reverse_embedding_and_memo():
     """The tied output layer reads a transposed copy made once per decoding block."""
-    from keras_bigmodels.utils import decoding_memo, eager_decoding
+    from keras_bigmodels.backend.decoding import eager_decoding
+    from keras_bigmodels.backend.decoding import memo as decoding_memo
 
     emb = TokenEmbedding(11, 4)
     h = rand(2, 1, 4)

@@ -5,7 +5,8 @@ import keras
 from keras_bigmodels import flops
 from keras_bigmodels.evaluation import build_prompt, evaluate_multiple_choice, score_choices
 from keras_bigmodels.models import GPTBackbone, GPTCausalLM
-from keras_bigmodels.models.gpt import Perplexity, banded_attention_bias
+from keras_bigmodels.metrics import Perplexity
+from keras_bigmodels.models.gpt import banded_attention_bias
 from keras_bigmodels.models.gpt.config import GPT3_PAPER_PARAMS, GPT3_SIZES
 from keras_bigmodels.objectives.causal_lm import CausalLMBatches, pack_documents
 from tests.testing import assert_close, assert_saved_model_matches, to_numpy

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from keras_bigmodels import flops, presets
-from keras_bigmodels.layers.image_preprocessing import image_preprocessor
+from keras_bigmodels.preprocessing import image_preprocessor
 from keras_bigmodels.models import ViTBackbone, ViTImageClassifier
 from keras_bigmodels.models.vit.backbone import interpolate_position_embeddings
 from keras_bigmodels.models.vit.config import vit_params

@@ -1,5 +1,7 @@
 """BERT, RoBERTa and ALBERT presets: paper / released-checkpoint configs, random init."""
 
+from keras_bigmodels.presets import register_presets
+
 _TURC = ("Turc et al. 2019, 'Well-Read Students Learn Better', the 24 compact BERTs "
          "released in google-research/bert")
 _BERT = "Devlin et al. 2019, table/section 3 and the released {} config.json"
@@ -71,3 +73,6 @@ def bert_params(config):
     layer += 4 * hidden  # two LayerNorms
     total += layer * (1 if config.get("share_layers") else config["num_layers"])
     return total + hidden * hidden + hidden  # pooler
+
+
+register_presets("bert", BERT_PRESETS, param_counter=bert_params)

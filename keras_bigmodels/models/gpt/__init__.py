@@ -2,4 +2,4 @@
 
 from keras_bigmodels.models.gpt import config  # noqa: F401  (registers the presets)
 from keras_bigmodels.models.gpt.backbone import GPTBackbone, banded_attention_bias
-from keras_bigmodels.models.gpt.tasks import GPTCausalLM, Perplexity
+from keras_bigmodels.models.gpt.tasks import GPTCausalLM

@@ -9,7 +9,8 @@ from keras_bigmodels.layers.attention import MASK_VALUE
 from keras_bigmodels.layers.embeddings import TransformerEmbedding
 from keras_bigmodels.layers.transformer import TransformerDecoderBlock, make_norm
 from keras_bigmodels.models.base import Backbone
-from keras_bigmodels.utils import check_positive_int, invoke
+from keras_bigmodels.backend.decoding import invoke
+from keras_bigmodels.utils import check_positive_int
 
 
 def banded_attention_bias(query_length, key_length, window, offset=0):

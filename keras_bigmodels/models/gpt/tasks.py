@@ -7,36 +7,10 @@ from keras import ops
 from keras_bigmodels.generation import Sampler, beam_search, compile_function, decode
 from keras_bigmodels.models.base import Task
 from keras_bigmodels.models.gpt.backbone import GPTBackbone
-from keras_bigmodels.objectives.losses import (
-    FusedOutputLoss,
-    SparseCrossEntropy,
-    sparse_cross_entropy_from_logits,
-)
-from keras_bigmodels.utils import check_finite_number, check_positive_int, invoke
-
-
-@keras.saving.register_keras_serializable(package="keras_bigmodels")
-class Perplexity(keras.metrics.Metric):
-    """exp(mean token cross-entropy) of integer targets and logits.
-
-    Example:
-    >>> lm.compile(metrics=[Perplexity()])
-    """
-
-    def __init__(self, name="perplexity", **kwargs):
-        super().__init__(name=name, **kwargs)
-        self.total = self.add_variable((), initializer="zeros", name="total")
-        self.count = self.add_variable((), initializer="zeros", name="count")
-
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        losses = sparse_cross_entropy_from_logits(y_true, y_pred)
-        weights = ops.ones_like(losses) if sample_weight is None else ops.cast(
-            sample_weight, losses.dtype)
-        self.total.assign_add(ops.sum(losses * weights))
-        self.count.assign_add(ops.sum(weights))
-
-    def result(self):
-        return ops.exp(self.total / ops.maximum(self.count, 1.0))
+from keras_bigmodels.backend.decoding import invoke, own
+from keras_bigmodels.losses import SparseCrossEntropy
+from keras_bigmodels.models.fused_output import FusedOutputLoss
+from keras_bigmodels.utils import check_finite_number, check_positive_int
 
 
 @keras.saving.register_keras_serializable(package="keras_bigmodels")
@@ -123,7 +97,7 @@ class GPTCausalLM(FusedOutputLoss, Task):
         if key not in self._generate_functions:
             def generate(token_ids, prompt_mask, start_index, uniform):
                 batch = ops.shape(token_ids)[0]
-                cache = self.backbone.initial_cache(batch, token_ids.shape[1])
+                cache = own(self.backbone.initial_cache(batch, token_ids.shape[1]))
                 # Prefill the prompt block once; positions from start_index - 1 on are
                 # recomputed by the loop, which also writes rows' own continuations.
                 _, cache = self.next_logits(token_ids[:, :prompt_length], cache, 0)

@@ -2,7 +2,7 @@
 
 import keras
 
-from keras_bigmodels.layers.image_preprocessing import image_preprocessor
+from keras_bigmodels.preprocessing import image_preprocessor
 from keras_bigmodels.models.base import Task
 from keras_bigmodels.models.swin.backbone import SwinBackbone
 

@@ -1,0 +1,128 @@
+"""The backend boundary: the only package of keras_bigmodels that imports jax, tensorflow or
+torch (tests/test_backend_boundary.py enforces it).
+
+Everything else is written with `keras.ops` and asks this package for what differs per
+backend:
+
+- `compile_function(fn, variables)`: a decode loop compiled once (JAX jit over variable
+  values, TensorFlow XLA function) or run eagerly with registered fast kernels (torch).
+- `decoding` (module): the explicit eager-decoding contract of the torch decode loop:
+  `decoding.invoke(layer, ...)`, kernels registered per layer class, op kernels, in-place
+  cache writes into caches the loop owns.
+- `materialize(x)`: a compiler hint for training steps (an optimization barrier on JAX).
+- capability predicates (`prefers_*`): which of two equal `keras.ops` formulations is faster
+  on the current backend, measured and documented where they are used.
+- `read_torch_state_dict`, `mirrored_strategy`, `torch_ddp_model`, `ddp_train_step`: the
+  backend-specific halves of checkpoint reading and data parallelism.
+"""
+
+import keras
+
+from keras_bigmodels.backend import decoding  # noqa: F401
+
+
+def name():
+    return keras.backend.backend()
+
+
+def _module():
+    backend = keras.backend.backend()
+    if backend == "jax":
+        from keras_bigmodels.backend import jax_backend as module
+    elif backend == "tensorflow":
+        from keras_bigmodels.backend import tensorflow_backend as module
+    elif backend == "torch":
+        from keras_bigmodels.backend import torch_backend as module
+    else:
+        module = None
+    return module
+
+
+def compile_function(fn, variables, jit_compile=True):
+    """A callable running `fn(*args)` compiled; `variables` are the Keras variables it reads.
+
+    JAX: `jax.jit` over the variables' values (a `StatelessScope` maps them in), so retrained
+    weights are seen without retracing. TensorFlow: `tf.function` compiled with XLA. Torch:
+    eager under `torch.no_grad()` inside `decoding.eager_decoding()` (registered kernels,
+    int positions, in-place writes into the loop's own caches): for small models on CPU a
+    compiled torch graph does not beat eager dispatch, and `torch.compile` costs far more
+    than one generate() saves.
+    """
+    module = _module()
+    if module is None:
+        return fn
+    return module.compile_function(fn, list(variables), jit_compile=jit_compile)
+
+
+def materialize(x):
+    """`x` computed into a buffer of its own before the next op reads it (JAX: an
+    optimization barrier; identity elsewhere). See `jax_backend.materialize`."""
+    if keras.backend.backend() == "jax":
+        from keras_bigmodels.backend import jax_backend
+
+        return jax_backend.materialize(x)
+    return x
+
+
+def prefers_fused_sparse_cross_entropy():
+    """TensorFlow has a fused sparse softmax cross-entropy kernel (softmax - onehot in one
+    backward pass); elsewhere -log_softmax[target] over the contiguous axis is faster."""
+    return keras.backend.backend() == "tensorflow"
+
+
+def prefers_erf_gelu():
+    """JAX's exact gelu goes through erfc, which XLA:CPU evaluates ~3x slower than erf."""
+    return keras.backend.backend() == "jax"
+
+
+def prefers_blockwise_causal_attention():
+    """Blockwise causal attention (skipping masked blocks) pays on JAX's XLA:CPU; TensorFlow's
+    XLA was ~5% slower with blocks, torch uses its fused SDPA."""
+    return keras.backend.backend() == "jax"
+
+
+def supports_fused_output_loss():
+    """Backends where the chunked linear cross-entropy beats the logits path (not TF's XLA)."""
+    return keras.backend.backend() in ("jax", "torch")
+
+
+def prefers_fused_attention():
+    """Whether `keras.ops.dot_product_attention` beats explicit einsums here: torch's SDPA on
+    CPU and GPU; JAX's fused call on GPU/TPU only; TensorFlow has no fused kernel."""
+    backend = keras.backend.backend()
+    if backend == "torch":
+        return True
+    if backend == "jax":
+        devices = keras.distribution.list_devices()
+        return not all(d.lower().startswith("cpu") for d in devices)
+    return False
+
+
+def read_torch_state_dict(bin_file, path):
+    from keras_bigmodels.backend import torch_backend
+
+    return torch_backend.read_torch_state_dict(bin_file, path)
+
+
+def mirrored_strategy(devices=None):
+    if keras.backend.backend() != "tensorflow":
+        raise ValueError("mirrored_strategy() is the TensorFlow backend's data parallelism; "
+                         f"the current backend is {keras.backend.backend()!r}.")
+    from keras_bigmodels.backend import tensorflow_backend
+
+    return tensorflow_backend.mirrored_strategy(devices)
+
+
+def torch_ddp_model(model, **kwargs):
+    if keras.backend.backend() != "torch":
+        raise ValueError("torch_ddp_model() is the PyTorch backend's data parallelism; "
+                         f"the current backend is {keras.backend.backend()!r}.")
+    from keras_bigmodels.backend import torch_backend
+
+    return torch_backend.torch_ddp_model(model, **kwargs)
+
+
+def ddp_train_step(ddp_model, model, optimizer, loss_fn, x, y):
+    from keras_bigmodels.backend import torch_backend
+
+    return torch_backend.ddp_train_step(ddp_model, model, optimizer, loss_fn, x, y)
