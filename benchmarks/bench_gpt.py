@@ -1,263 +1,322 @@
 """GPT training and generation speed: keras_bigmodels vs keras-hub vs transformers.
 
-Same config, same machine, same run (reference config: 4 layers, hidden 256, 4 heads,
-intermediate 1024, vocabulary 8192, sequence 256, batch 16; dropout off everywhere):
+Reference config: 4 layers, hidden 256, 4 heads, intermediate 1024, vocabulary 8192,
+sequence 256, batch 16; dropout off everywhere; AdamW(1e-4, weight decay 0.004) everywhere
+(Keras' default decay, given to torch too); no compiled metrics on any side (keras-hub's
+default compile adds an accuracy over the logits, ours a perplexity: both are dropped).
+Generation: 16-token prompts, 128 new tokens, greedy, no early stop, at batch 1 and 8, and
+beam search (4 beams) at batch 1.
 
-    python benchmarks/bench_gpt.py --backend jax        # or tensorflow / torch
-    python benchmarks/bench_gpt.py --backend torch --peak-flops 2e11 --steps 10
+    python benchmarks/bench_gpt.py --backend jax --tuning ours      # or tensorflow / torch
+    python benchmarks/bench_gpt.py --backend jax --tuning none --rounds 5 --steps 4
+    python benchmarks/bench_gpt.py --backend jax --contenders ours --baseline-ref HEAD~1 \\
+        --generate-batches --num-beams 0            # our training, before vs after a change
+    python benchmarks/bench_gpt.py --backend jax --scaling --grid reduced   # scaling plots
 
-Measures training tokens/s, MFU (6N + 12LHQT FLOPs per token over a peak: --peak-flops,
-or a measured matmul peak), peak RSS, and generation tokens/s at batch 1 and 8 with 128
-new tokens (greedy, no early stop), and beam search at batch 1 (`--num-beams`, default 4; 0
-skips it). Writes benchmarks/results/gpt_<backend>.json.
-
-Each model runs in a process of its own. Importing keras_bigmodels applies its runtime
-settings to a process (glibc malloc, XLA:CPU scheduler; see keras_bigmodels/__init__.py),
-so by default the peers' processes never import it and run as their users get them;
-`--peer-tuning` gives them the same settings, to separate those from the models' own code.
+Every contender runs in its own process through `harness.py` (alternating rounds, medians
+with min-max, JSON with commit, machine and load). MFU = tokens/s x (6N + 12LHQT) / the
+matmul peak measured at the start of the run, N the matmul parameters (tied output table
+once, no position table). Writes benchmarks/results/gpt_<backend>_<tuning>.json, and with
+`--scaling` gpt_scaling_<backend>_<tuning>.json plus PNG plots next to it.
 """
 
 import argparse
-import json
 import os
-import resource
-import subprocess
 import sys
-import time
 
-
-def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", default=os.environ.get("KERAS_BACKEND", "jax"))
-    parser.add_argument("--steps", type=int, default=5, help="timed training steps")
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--new-tokens", type=int, default=128)
-    parser.add_argument("--num-beams", type=int, default=4,
-                        help="also time beam search with this many beams at batch 1 (0: skip)")
-    parser.add_argument("--generate-repeats", type=int, default=3,
-                        help="timed generate() calls per batch size (after one warm-up)")
-    parser.add_argument("--generate-batches", type=int, nargs="*", default=[1, 8],
-                        help="batch sizes of the generation timings (none: training only, "
-                             "with --num-beams 0)")
-    parser.add_argument("--prompt-length", type=int, default=16)
-    parser.add_argument("--peak-flops", type=float, default=None)
-    parser.add_argument("--skip", nargs="*", default=[], choices=["ours", "keras_hub", "transformers"])
-    parser.add_argument("--output", default=None)
-    parser.add_argument("--only", choices=["ours", "keras_hub", "transformers"],
-                        help=argparse.SUPPRESS)
-    parser.add_argument("--peer-tuning", action="store_true",
-                        help="give the peers' processes keras_bigmodels' import-time runtime "
-                             "settings too (malloc, XLA:CPU flags); by default each peer runs "
-                             "as its own users get it")
-    parser.add_argument("--flops-per-token", type=float, default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--torch-threads", type=int, default=None,
-                        help="torch intra-op threads (1 avoids OpenMP spin-waits on a "
-                             "shared, oversubscribed CPU)")
-    return parser.parse_args()
-
-
-ARGS = parse_args()
-os.environ["KERAS_BACKEND"] = ARGS.backend
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-import numpy as np  # noqa: E402
-import keras  # noqa: E402
-
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-ENVIRONMENT = os.environ.copy()  # before keras_bigmodels adds its XLA_FLAGS
-if ARGS.only in (None, "ours") or ARGS.peer_tuning:
-    # Importing keras_bigmodels applies its runtime settings to the process (see its
-    # __init__): a peer's process gets them only with --peer-tuning.
-    import keras_bigmodels as kbm  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
 
 CONFIG = dict(vocabulary_size=8192, num_layers=4, num_heads=4, hidden_dim=256,
               intermediate_dim=1024, max_sequence_length=256)
-BATCH, SEQ = 16, 256
+BATCH, SEQUENCE = 16, 256
+LEARNING_RATE, WEIGHT_DECAY = 1e-4, 0.004
+CONTENDERS = ("ours", "keras_hub", "transformers")
+SCALING_GRIDS = {
+    # Training: tokens per step held at 4,096 (batch x length) so that the curve shows
+    # what length costs per token; width: hidden 256 / 512 / 1024 at 4 layers (heads of 64).
+    "full": dict(sequence=[128, 256, 512, 1024, 2048], width=[256, 512, 1024],
+                 batch=[1, 2, 4, 8, 16, 32], new_tokens=[32, 64, 128, 256, 512]),
+    "reduced": dict(sequence=[128, 512, 2048], width=[256, 1024], batch=[1, 8, 32],
+                    new_tokens=[32, 256]),
+    "smoke": dict(sequence=[64, 128], width=[64, 128], batch=[1, 2], new_tokens=[4, 8]),
+}
+TOKENS_PER_TRAINING_STEP = 4096
 
 
-def maxrss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def flops_per_token(config, sequence_length):
+    """Training FLOPs per token, 6N + 12LHQT (PaLM/nanoGPT), N without the position table."""
+    d, f, layers = config["hidden_dim"], config["intermediate_dim"], config["num_layers"]
+    block = (4 * d * d + 4 * d) + (2 * d * f + f + d) + 4 * d  # attention, MLP, 2 norms
+    matmul_params = config["vocabulary_size"] * d + layers * block + 2 * d
+    return 6 * matmul_params + 12 * layers * d * sequence_length
 
 
-def timed(fn, repeats, warmup):
-    for _ in range(warmup):
-        fn()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    return (time.perf_counter() - start) / repeats
+# ------------------------------------------------------------------------------------
+# Setup functions: run inside the contenders' own processes (see harness.py).
 
+def _data(config, batch, sequence):
+    import numpy as np
 
-def data():
     rng = np.random.default_rng(0)
-    x = rng.integers(0, CONFIG["vocabulary_size"], (BATCH, SEQ + 1)).astype("int32")
-    return x[:, :-1], x[:, 1:]
+    tokens = rng.integers(0, config["vocabulary_size"], (batch, sequence + 1)).astype("int32")
+    return tokens[:, :-1], tokens[:, 1:]
 
 
-def keras_train(model, x, y):
-    def step():
-        model.train_on_batch(x, y)
-    return BATCH * SEQ / timed(step, ARGS.steps, ARGS.warmup)
+def _generation_name(job):
+    if job.get("beams"):
+        return f"beam{job['beams']}_b{job['batch']}_n{job['new_tokens']}"
+    return f"generate_b{job['batch']}_n{job['new_tokens']}"
 
 
-def ours():
-    lm = kbm.models.GPTCausalLM(kbm.models.GPTBackbone(**CONFIG, dropout=0.0))
-    lm.compile(optimizer=keras.optimizers.AdamW(1e-4))
-    x, y = data()
-    train = keras_train(lm, x, y)
-    generate = {}
-    for batch in ARGS.generate_batches:
-        prompts = x[:batch, :ARGS.prompt_length]
-        run = lambda: lm.generate(prompts, max_new_tokens=ARGS.new_tokens, stop_token_ids=None)
-        generate[batch] = batch * ARGS.new_tokens / timed(run, ARGS.generate_repeats, 1)
-    if ARGS.num_beams:
-        run = lambda: lm.generate(x[:1, :ARGS.prompt_length], max_new_tokens=ARGS.new_tokens,
-                                  sampler="beam", num_beams=ARGS.num_beams, stop_token_ids=None)
-        generate["beam"] = ARGS.new_tokens / timed(run, ARGS.generate_repeats, 1)
-    return train, generate
+def _prompts(config, job):
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    return rng.integers(0, config["vocabulary_size"],
+                        (job["batch"], job["prompt_length"])).astype("int32")
 
 
-def keras_hub():
+def setup_ours(config, batch, sequence, train=True, generate=()):
+    import keras
+    import keras_bigmodels as kbm
+
+    lm = kbm.models.GPTCausalLM(kbm.models.GPTBackbone(**config, dropout=0.0))
+    lm.compile(optimizer=keras.optimizers.AdamW(LEARNING_RATE, weight_decay=WEIGHT_DECAY),
+               metrics=[])
+    measures = {}
+    if train:
+        x, y = _data(config, batch, sequence)
+        measures["train"] = harness.Measure(harness.keras_train_step(lm, x, y), batch * sequence)
+    for job in generate:
+        prompts = _prompts(config, job)
+        options = dict(sampler="beam", num_beams=job["beams"]) if job.get("beams") else {}
+
+        def step(prompts=prompts, job=job, options=options):
+            lm.generate(prompts, max_new_tokens=job["new_tokens"], stop_token_ids=None,
+                        **options)
+        measures[_generation_name(job)] = harness.Measure(step, job["batch"] * job["new_tokens"])
+    return measures, {"parameters": lm.count_params(),
+                      "fused_loss": bool(getattr(lm, "_fused_loss", False))}
+
+
+def setup_keras_hub(config, batch, sequence, train=True, generate=()):
+    import keras
     import keras_hub
+    import numpy as np
 
-    backbone = keras_hub.models.GPT2Backbone(**{k: v for k, v in CONFIG.items()}, dropout=0.0)
+    backbone = keras_hub.models.GPT2Backbone(**config, dropout=0.0)
     lm = keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
-    lm.compile(optimizer=keras.optimizers.AdamW(1e-4),
-               loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-               sampler="greedy")
-    x, y = data()
-    inputs = {"token_ids": x, "padding_mask": np.ones_like(x, dtype=bool)}
-    train = keras_train(lm, inputs, y)
-    def prompts(batch):
-        total = ARGS.prompt_length + ARGS.new_tokens
-        ids = np.zeros((batch, total), "int32")
-        ids[:, :ARGS.prompt_length] = x[:batch, :ARGS.prompt_length]
-        mask = np.zeros((batch, total), bool)
-        mask[:, :ARGS.prompt_length] = True
-        return {"token_ids": ids, "padding_mask": mask}
+    state = {}
 
-    generate = {}
-    for batch in ARGS.generate_batches:
-        inputs_b = prompts(batch)
-        run = lambda: lm.generate(inputs_b, stop_token_ids=None)
-        generate[batch] = batch * ARGS.new_tokens / timed(run, ARGS.generate_repeats, 1)
-    if ARGS.num_beams:
-        lm.compile(sampler=keras_hub.samplers.BeamSampler(num_beams=ARGS.num_beams))
-        inputs_1 = prompts(1)
-        run = lambda: lm.generate(inputs_1, stop_token_ids=None)
-        generate["beam"] = ARGS.new_tokens / timed(run, ARGS.generate_repeats, 1)
-    return train, generate
+    def compile_with(sampler):
+        # weighted_metrics=[]: its default compile adds an accuracy over the logits each
+        # step. The sampler is a compile option in keras-hub, so beam search recompiles
+        # (outside the timed steps: the first round's warm-up covers the rebuild).
+        lm.compile(optimizer=keras.optimizers.AdamW(LEARNING_RATE, weight_decay=WEIGHT_DECAY),
+                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                   weighted_metrics=[], sampler=sampler)
+        state["sampler"] = sampler
+
+    compile_with("greedy")
+    measures = {}
+    if train:
+        x, y = _data(config, batch, sequence)
+        inputs = {"token_ids": x, "padding_mask": np.ones_like(x, dtype=bool)}
+        measures["train"] = harness.Measure(harness.keras_train_step(lm, inputs, y),
+                                            batch * sequence)
+    samplers = {}
+    for job in generate:
+        # keras-hub generates up to the length of its input: prompt, then empty slots.
+        total = job["prompt_length"] + job["new_tokens"]
+        ids = np.zeros((job["batch"], total), "int32")
+        ids[:, :job["prompt_length"]] = _prompts(config, job)
+        mask = np.zeros((job["batch"], total), bool)
+        mask[:, :job["prompt_length"]] = True
+        beams = job.get("beams")
+        if beams and beams not in samplers:
+            samplers[beams] = keras_hub.samplers.BeamSampler(num_beams=beams)
+
+        def step(inputs={"token_ids": ids, "padding_mask": mask}, beams=beams):
+            wanted = samplers[beams] if beams else "greedy"
+            if state["sampler"] != wanted:
+                compile_with(wanted)
+            lm.generate(inputs, stop_token_ids=None)
+        measures[_generation_name(job)] = harness.Measure(step, job["batch"] * job["new_tokens"])
+    return measures, {"parameters": lm.count_params()}
 
 
-def transformers_peer():
+def setup_transformers(config, batch, sequence, train=True, generate=()):
     import torch
     import transformers
 
-    config = transformers.GPT2Config(
-        vocab_size=CONFIG["vocabulary_size"], n_positions=CONFIG["max_sequence_length"],
-        n_embd=CONFIG["hidden_dim"], n_layer=CONFIG["num_layers"], n_head=CONFIG["num_heads"],
-        n_inner=CONFIG["intermediate_dim"], resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
-    model = transformers.GPT2LMHeadModel(config)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    x, y = (torch.tensor(a, dtype=torch.long) for a in data())
+    gpt_config = transformers.GPT2Config(
+        vocab_size=config["vocabulary_size"], n_positions=config["max_sequence_length"],
+        n_embd=config["hidden_dim"], n_layer=config["num_layers"], n_head=config["num_heads"],
+        n_inner=config["intermediate_dim"], resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    model = transformers.GPT2LMHeadModel(gpt_config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE,
+                                  weight_decay=WEIGHT_DECAY)
+    measures = {}
+    if train:
+        x, y = (torch.tensor(a, dtype=torch.long) for a in _data(config, batch, sequence))
 
-    def step():
-        logits = model(x).logits
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
-                                                 y.reshape(-1))
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
+        def train_step():
+            model.train()
+            logits = model(x).logits
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                                     y.reshape(-1))
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        measures["train"] = harness.Measure(train_step, batch * sequence)
+    for job in generate:
+        prompts = torch.tensor(_prompts(config, job), dtype=torch.long)
+        options = (dict(num_beams=job["beams"], early_stopping=False) if job.get("beams")
+                   else {})
 
-    model.train()
-    train = BATCH * SEQ / timed(step, ARGS.steps, ARGS.warmup)
-    model.eval()
-    generate = {}
-    for batch in ARGS.generate_batches:
-        prompts = x[:batch, :ARGS.prompt_length]
-
-        def run():
+        def step(prompts=prompts, job=job, options=options):
+            model.eval()
             with torch.no_grad():
-                model.generate(prompts, max_new_tokens=ARGS.new_tokens,
-                               min_new_tokens=ARGS.new_tokens, do_sample=False,
-                               pad_token_id=0, attention_mask=torch.ones_like(prompts))
-        generate[batch] = batch * ARGS.new_tokens / timed(run, ARGS.generate_repeats, 1)
-    if ARGS.num_beams:
-        prompts = x[:1, :ARGS.prompt_length]
-
-        def run():
-            with torch.no_grad():
-                model.generate(prompts, max_new_tokens=ARGS.new_tokens,
-                               min_new_tokens=ARGS.new_tokens, do_sample=False,
-                               num_beams=ARGS.num_beams, early_stopping=False,
-                               pad_token_id=0, attention_mask=torch.ones_like(prompts))
-        generate["beam"] = ARGS.new_tokens / timed(run, ARGS.generate_repeats, 1)
-    return train, generate
+                model.generate(prompts, max_new_tokens=job["new_tokens"],
+                               min_new_tokens=job["new_tokens"], do_sample=False,
+                               pad_token_id=0, attention_mask=torch.ones_like(prompts),
+                               **options)
+        measures[_generation_name(job)] = harness.Measure(step, job["batch"] * job["new_tokens"])
+    return measures, {"parameters": sum(p.numel() for p in model.parameters())}
 
 
-def run_one(name):
-    """One model in this process: prints its numbers as one JSON line."""
-    if ARGS.torch_threads:
-        import torch
-
-        torch.set_num_threads(ARGS.torch_threads)
-    flops_per_token, peak = ARGS.flops_per_token, ARGS.peak_flops
-    train, generate = {"ours": ours, "keras_hub": keras_hub,
-                       "transformers": transformers_peer}[name]()
-    print(json.dumps({
-        "train_tokens_per_second": train,
-        "mfu": train * flops_per_token / peak,
-        "peak_rss_mb": maxrss_mb(),
-        "generate_tokens_per_second": {
-            (f"beam_{ARGS.num_beams}_batch_1" if b == "beam" else f"batch_{b}"): v
-            for b, v in generate.items()},
-    }))
+SETUPS = {"ours": "setup_ours", "keras_hub": "setup_keras_hub",
+          "transformers": "setup_transformers"}
+LABELS = {"ours": "keras_bigmodels", "keras_hub": "keras-hub GPT2CausalLM",
+          "transformers": "transformers GPT2LMHeadModel"}
 
 
-def main():
-    if ARGS.only:
-        return run_one(ARGS.only)
-    if ARGS.torch_threads:
-        import torch
+def contenders(names, backend, **kwargs):
+    return [harness.Contender(name, "bench_gpt", SETUPS[name], library=name,
+                              framework="torch" if name == "transformers" else backend,
+                              kwargs=kwargs, label=LABELS[name]) for name in names]
 
-        torch.set_num_threads(ARGS.torch_threads)
-    flops_per_token = kbm.flops.flops_per_token({**CONFIG, "family": "gpt"}, SEQ)
-    peak = ARGS.peak_flops or kbm.flops.measure_peak_flops()
-    results = {
-        "backend": ARGS.backend,
-        "config": {**CONFIG, "batch_size": BATCH, "sequence_length": SEQ},
-        "flops_per_token": flops_per_token,
-        "peak_flops": peak,
-        "peak_flops_source": "argument" if ARGS.peak_flops else "measured 2048^2 matmul",
-        "new_tokens": ARGS.new_tokens,
-        "prompt_length": ARGS.prompt_length,
-        "load_average": os.getloadavg(),
-        "torch_threads": ARGS.torch_threads,
-        "peer_tuning": ARGS.peer_tuning,
-        "models": {},
-    }
-    # Each model runs in its own process, so peak RSS is that model's own.
-    for name in ("ours", "keras_hub", "transformers"):
-        if name in ARGS.skip:
-            continue
-        command = [sys.executable, os.path.abspath(__file__), "--only", name,
-                   *sys.argv[1:], "--peak-flops", repr(peak),
-                   "--flops-per-token", repr(flops_per_token)]
-        proc = subprocess.run(command, capture_output=True, text=True, env=ENVIRONMENT)
-        lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-        if proc.returncode or not lines:  # a peer failing must not lose the other numbers
-            tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            results["models"][name] = {"error": tail}
-            print(name, "failed:", tail)
-            continue
-        results["models"][name] = json.loads(lines[-1])
-        print(name, lines[-1])
-    path = ARGS.output or os.path.join(os.path.dirname(__file__), "results",
-                                       f"gpt_{ARGS.backend}.json")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+
+# ------------------------------------------------------------------------------------
+# Driver.
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    harness.add_arguments(parser)
+    parser.add_argument("--contenders", nargs="+", default=list(CONTENDERS),
+                        choices=CONTENDERS)
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--prompt-length", type=int, default=16)
+    parser.add_argument("--generate-batches", type=int, nargs="*", default=[1, 8],
+                        help="batch sizes of the greedy generation timings (none: skip)")
+    parser.add_argument("--num-beams", type=int, default=4,
+                        help="also time beam search with this many beams at batch 1 (0: skip)")
+    parser.add_argument("--no-train", action="store_true", help="generation timings only")
+    parser.add_argument("--scaling", action="store_true",
+                        help="run the scaling grid (sequence length, width, generation batch "
+                             "and new tokens) instead of the reference config, and plot it")
+    parser.add_argument("--grid", default="reduced", choices=sorted(SCALING_GRIDS),
+                        help="scaling grid: 'full' as in the issue, 'reduced' for 2 cores")
+    return parser.parse_args(argv)
+
+
+def reference(args):
+    generate = [dict(batch=b, new_tokens=args.new_tokens, prompt_length=args.prompt_length)
+                for b in args.generate_batches]
+    if args.num_beams:
+        generate.append(dict(batch=1, new_tokens=args.new_tokens,
+                             prompt_length=args.prompt_length, beams=args.num_beams))
+    config = dict(CONFIG)
+    config["max_sequence_length"] = max(SEQUENCE, args.prompt_length + args.new_tokens)
+    kwargs = dict(config=config, batch=BATCH, sequence=SEQUENCE, train=not args.no_train,
+                  generate=generate)
+    notes = [
+        "Same work per training step on every side: next-token cross-entropy over the full "
+        "vocabulary at every position (ours fuses the output layer and the loss; the FLOPs "
+        "are the same), no compiled metrics, AdamW(1e-4, weight decay 0.004).",
+        "transformers is plain PyTorch eager whatever the Keras backend.",
+    ]
+    return harness.run("gpt", contenders(args.contenders, args.backend, **kwargs), args,
+                       config={**kwargs}, notes=notes,
+                       flops_per_unit={"train": flops_per_token(config, SEQUENCE)},
+                       measure_order=["train"] + [_generation_name(j) for j in generate])
+
+
+def scaling_points(grid, args):
+    """[(axis, x value, kwargs of the setups, FLOPs per token or None)] of a grid."""
+    points = []
+    base = dict(CONFIG)
+    if args.grid == "smoke":  # only to try the plots: a toy model
+        base.update(vocabulary_size=512, hidden_dim=64, intermediate_dim=256, num_heads=2,
+                    num_layers=2)
+    for length in grid["sequence"]:
+        config = {**base, "max_sequence_length": length}
+        batch = max(1, TOKENS_PER_TRAINING_STEP // length)
+        points.append(("sequence_length", length,
+                       dict(config=config, batch=batch, sequence=length, train=True),
+                       flops_per_token(config, length)))
+    for width in grid["width"]:
+        config = {**base, "hidden_dim": width, "intermediate_dim": 4 * width,
+                  "num_heads": max(1, width // 64), "num_layers": base["num_layers"]}
+        points.append(("width", width,
+                       dict(config=config, batch=BATCH, sequence=SEQUENCE, train=True),
+                       flops_per_token(config, SEQUENCE)))
+    for batch in grid["batch"]:
+        job = dict(batch=batch, new_tokens=args.new_tokens, prompt_length=args.prompt_length)
+        config = {**base, "max_sequence_length": max(SEQUENCE, args.prompt_length
+                                                     + args.new_tokens)}
+        points.append(("generation_batch", batch,
+                       dict(config=config, batch=1, sequence=1, train=False, generate=[job]),
+                       None))
+    for new_tokens in grid["new_tokens"]:
+        job = dict(batch=1, new_tokens=new_tokens, prompt_length=args.prompt_length)
+        config = {**base, "max_sequence_length": max(SEQUENCE, args.prompt_length
+                                                     + new_tokens)}
+        points.append(("generation_new_tokens", new_tokens,
+                       dict(config=config, batch=1, sequence=1, train=False, generate=[job]),
+                       None))
+    return points
+
+
+def scaling(args):
+    import json
+
+    grid = SCALING_GRIDS[args.grid]
+    frameworks = {"transformers": "torch"}
+    peaks = harness.measure_peaks([frameworks.get(n, args.backend) for n in args.contenders],
+                                  args.tuning, args.backend, args.peak_flops)
+    runs = []
+    for axis, value, kwargs, flops in scaling_points(grid, args):
+        print(f"== {axis} = {value}", flush=True)
+        measure = "train" if kwargs["train"] else _generation_name(kwargs["generate"][0])
+        result = harness.run(
+            "gpt_scaling", contenders(args.contenders, args.backend, **kwargs), args,
+            config=kwargs, flops_per_unit={"train": flops} if flops else None,
+            write=False, peaks=peaks)
+        runs.append({"axis": axis, "value": value, "measure": measure, "result": result})
+    path = args.output or os.path.join(harness.RESULTS_DIR,
+                                       f"gpt_scaling_{args.backend}_{args.tuning}.json")
+    summary = {"harness_version": harness.HARNESS_VERSION, "benchmark": "gpt_scaling",
+               "backend": args.backend, "tuning": args.tuning, "grid_name": args.grid,
+               "grid": grid, "tokens_per_training_step": TOKENS_PER_TRAINING_STEP,
+               "command": [os.path.basename(sys.argv[0]), *sys.argv[1:]],
+               "peak_flops": peaks, "points": runs}
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
-        json.dump(results, f, indent=2)
+        json.dump(summary, f, indent=1)
     print("wrote", path)
+    import render
+
+    for png in render.plot_scaling(path):
+        print("wrote", png)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.scaling:
+        return scaling(args)
+    return reference(args)
 
 
 if __name__ == "__main__":

@@ -1,162 +1,139 @@
 """ViT training and inference speed: keras_bigmodels vs keras-hub vs transformers.
 
-Same config, same machine, same run (reference config: images 64x64x3, patch 8 (65
-tokens), 4 layers, hidden 192, 3 heads, MLP 768, 10 classes, batch 32; dropout off):
+Reference config: images 64x64x3, patch 8 (64 patches + class token), 4 layers, hidden
+192, 3 heads, MLP 768, 10 classes, batch 32; dropout off everywhere; AdamW(1e-4, weight
+decay 0.004); no compiled metrics (the default compiles of ours and keras-hub add an
+accuracy: both are recompiled without):
 
-    python benchmarks/bench_vit.py --backend jax        # or tensorflow / torch
-    python benchmarks/bench_vit.py --backend torch --steps 10
+    python benchmarks/bench_vit.py --backend jax --tuning ours     # or tensorflow / torch
 
-Measures training images/s (`train_on_batch`, AdamW) and inference images/s
-(`predict_on_batch`; transformers: eval + no_grad) after warm-up steps, plus the
-parameter count of each model (they must agree: same architecture). transformers runs
-in torch eager whatever the Keras backend. Writes benchmarks/results/vit_<backend>.json.
+Measures training images/s (`train_on_batch`; transformers: torch eager) and inference
+images/s (`predict_on_batch`; transformers: eval + no_grad), each contender in its own process
+(so its peak RSS is its own), and records each model's parameter count (the architectures
+must agree). MFU = images/s x 65 tokens x (6N + 12LdT) / the measured matmul peak (training),
+2N + 4LdT per token for inference. Writes benchmarks/results/vit_<backend>_<tuning>.json.
 """
 
 import argparse
-import json
 import os
-import resource
 import sys
-import time
 
-
-def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", default=os.environ.get("KERAS_BACKEND", "jax"))
-    parser.add_argument("--steps", type=int, default=5, help="timed steps per measurement")
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--skip", nargs="*", default=[],
-                        choices=["ours", "keras_hub", "transformers"])
-    parser.add_argument("--output", default=None)
-    return parser.parse_args()
-
-
-ARGS = parse_args()
-os.environ["KERAS_BACKEND"] = ARGS.backend
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-import numpy as np  # noqa: E402
-import keras  # noqa: E402
-
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-import keras_bigmodels as kbm  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
 
 CONFIG = dict(image_size=64, patch_size=8, num_layers=4, num_heads=3, hidden_dim=192,
               intermediate_dim=768)
 NUM_CLASSES, BATCH = 10, 32
+LEARNING_RATE, WEIGHT_DECAY = 1e-4, 0.004
+CONTENDERS = ("ours", "keras_hub", "transformers")
 
 
-def maxrss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def flops_per_image(config, num_classes, training=True):
+    """6N + 12LdT per token for training (2N + 4LdT for inference), times the tokens."""
+    d, f, layers = config["hidden_dim"], config["intermediate_dim"], config["num_layers"]
+    tokens = (config["image_size"] // config["patch_size"]) ** 2 + 1
+    block = (4 * d * d + 4 * d) + (2 * d * f + f + d) + 4 * d
+    patch = 3 * config["patch_size"] ** 2 * d + d
+    # The patch projection runs on every patch, the classifier on the class token only.
+    per_token = layers * block + patch * (tokens - 1) / tokens + (d * num_classes) / tokens
+    if training:
+        return tokens * (6 * per_token + 12 * layers * d * tokens)
+    return tokens * (2 * per_token + 4 * layers * d * tokens)
 
 
-def timed(fn, repeats, warmup):
-    for _ in range(warmup):
-        fn()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    return (time.perf_counter() - start) / repeats
+def _data(config, batch, num_classes):
+    import numpy as np
 
-
-def data():
     rng = np.random.default_rng(0)
-    size = CONFIG["image_size"]
-    x = rng.random((BATCH, size, size, 3), dtype=np.float32)
-    y = rng.integers(0, NUM_CLASSES, BATCH).astype("int32")
-    return x, y
+    size = config["image_size"]
+    return (rng.random((batch, size, size, 3), dtype=np.float32),
+            rng.integers(0, num_classes, batch).astype("int32"))
 
 
-def keras_measure(model, x, y):
-    model.compile(optimizer=keras.optimizers.AdamW(1e-4),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    train = BATCH / timed(lambda: model.train_on_batch(x, y), ARGS.steps, ARGS.warmup)
-    infer = BATCH / timed(lambda: model.predict_on_batch(x), ARGS.steps, ARGS.warmup)
-    return train, infer, model.count_params()
+def _keras_measures(model, batch, num_classes, config):
+    import keras
+
+    model.compile(optimizer=keras.optimizers.AdamW(LEARNING_RATE, weight_decay=WEIGHT_DECAY),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=[])
+    x, y = _data(config, batch, num_classes)
+    return ({"train": harness.Measure(harness.keras_train_step(model, x, y), batch, "images"),
+             "inference": harness.Measure(lambda: model.predict_on_batch(x), batch, "images")},
+            {"parameters": model.count_params()})
 
 
-def ours():
-    backbone = kbm.models.ViTBackbone(**CONFIG, dropout=0.0)
-    model = kbm.models.ViTImageClassifier(backbone, num_classes=NUM_CLASSES)
-    return keras_measure(model, *data())
+def setup_ours(config, batch, num_classes):
+    import keras_bigmodels as kbm
+
+    backbone = kbm.models.ViTBackbone(**config, dropout=0.0)
+    model = kbm.models.ViTImageClassifier(backbone, num_classes=num_classes)
+    return _keras_measures(model, batch, num_classes, config)
 
 
-def keras_hub():
+def setup_keras_hub(config, batch, num_classes):
     import keras_hub
 
-    size = CONFIG["image_size"]
+    size = config["image_size"]
     backbone = keras_hub.models.ViTBackbone(
-        image_shape=(size, size, 3), patch_size=CONFIG["patch_size"],
-        num_layers=CONFIG["num_layers"], num_heads=CONFIG["num_heads"],
-        hidden_dim=CONFIG["hidden_dim"], mlp_dim=CONFIG["intermediate_dim"])
-    model = keras_hub.models.ViTImageClassifier(backbone, num_classes=NUM_CLASSES,
+        image_shape=(size, size, 3), patch_size=config["patch_size"],
+        num_layers=config["num_layers"], num_heads=config["num_heads"],
+        hidden_dim=config["hidden_dim"], mlp_dim=config["intermediate_dim"])
+    model = keras_hub.models.ViTImageClassifier(backbone, num_classes=num_classes,
                                                 preprocessor=None)
-    return keras_measure(model, *data())
+    return _keras_measures(model, batch, num_classes, config)
 
 
-def transformers_peer():
+def setup_transformers(config, batch, num_classes):
     import torch
     import transformers
 
-    config = transformers.ViTConfig(
-        image_size=CONFIG["image_size"], patch_size=CONFIG["patch_size"],
-        num_hidden_layers=CONFIG["num_layers"], num_attention_heads=CONFIG["num_heads"],
-        hidden_size=CONFIG["hidden_dim"], intermediate_size=CONFIG["intermediate_dim"],
-        num_labels=NUM_CLASSES)
-    model = transformers.ViTForImageClassification(config)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    x, y = data()
+    vit_config = transformers.ViTConfig(
+        image_size=config["image_size"], patch_size=config["patch_size"],
+        num_hidden_layers=config["num_layers"], num_attention_heads=config["num_heads"],
+        hidden_size=config["hidden_dim"], intermediate_size=config["intermediate_dim"],
+        num_labels=num_classes, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    model = transformers.ViTForImageClassification(vit_config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE,
+                                  weight_decay=WEIGHT_DECAY)
+    x, y = _data(config, batch, num_classes)
     x = torch.tensor(x.transpose(0, 3, 1, 2))
     y = torch.tensor(y, dtype=torch.long)
 
-    def step():
-        loss = torch.nn.functional.cross_entropy(model(x).logits, y)
-        loss.backward()
+    def train():
+        model.train()
+        torch.nn.functional.cross_entropy(model(x).logits, y).backward()
         optimizer.step()
         optimizer.zero_grad()
 
-    model.train()
-    train = BATCH / timed(step, ARGS.steps, ARGS.warmup)
-    model.eval()
-
-    def infer_step():
+    def infer():
+        model.eval()
         with torch.no_grad():
             model(x)
 
-    infer = BATCH / timed(infer_step, ARGS.steps, ARGS.warmup)
-    return train, infer, sum(p.numel() for p in model.parameters())
+    return ({"train": harness.Measure(train, batch, "images"),
+             "inference": harness.Measure(infer, batch, "images")},
+            {"parameters": sum(p.numel() for p in model.parameters())})
 
 
-def main():
-    results = {
-        "backend": ARGS.backend,
-        "config": {**CONFIG, "num_classes": NUM_CLASSES, "batch_size": BATCH},
-        "steps": ARGS.steps,
-        "models": {},
-    }
-    for name, fn in (("ours", ours), ("keras_hub", keras_hub),
-                     ("transformers", transformers_peer)):
-        if name in ARGS.skip:
-            continue
-        try:
-            train, infer, params = fn()
-        except Exception as error:  # a peer failing must not lose the other numbers
-            results["models"][name] = {"error": f"{type(error).__name__}: {error}"}
-            print(name, "failed:", error)
-            continue
-        results["models"][name] = {
-            "train_images_per_second": train,
-            "inference_images_per_second": infer,
-            "parameters": int(params),
-            "maxrss_mb_after": maxrss_mb(),
-        }
-        print(name, json.dumps(results["models"][name]))
-    path = ARGS.output or os.path.join(os.path.dirname(__file__), "results",
-                                       f"vit_{ARGS.backend}.json")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(results, f, indent=2)
-    print("wrote", path)
+LABELS = {"ours": "keras_bigmodels", "keras_hub": "keras-hub ViTImageClassifier",
+          "transformers": "transformers ViTForImageClassification"}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    harness.add_arguments(parser)
+    parser.add_argument("--contenders", nargs="+", default=list(CONTENDERS),
+                        choices=CONTENDERS)
+    args = parser.parse_args(argv)
+    kwargs = dict(config=CONFIG, batch=BATCH, num_classes=NUM_CLASSES)
+    contenders = [harness.Contender(name, "bench_vit", f"setup_{name}", library=name,
+                                    framework="torch" if name == "transformers"
+                                    else args.backend, kwargs=kwargs, label=LABELS[name])
+                  for name in args.contenders]
+    flops = {"train": flops_per_image(CONFIG, NUM_CLASSES),
+             "inference": flops_per_image(CONFIG, NUM_CLASSES, training=False)}
+    return harness.run("vit", contenders, args, config=kwargs, flops_per_unit=flops,
+                       measure_order=["train", "inference"])
 
 
 if __name__ == "__main__":

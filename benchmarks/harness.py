@@ -1,0 +1,665 @@
+"""One benchmark harness for every `bench_*.py`: contenders in their own processes, rounds.
+
+A bench script describes *contenders* (which library, which config, what to time) and hands
+them to `run()`. The harness then:
+
+- starts one worker process per contender (`python benchmarks/harness.py --worker`), so each
+  contender's peak memory (max RSS) is its own and no library's import-time settings leak
+  into another's process; peers' processes never import keras_bigmodels (checked and
+  recorded per worker);
+- gives every worker the same runtime settings: `--tuning ours` applies the settings of
+  `keras_bigmodels.runtime.tune_cpu()` (replicated here, so a peer needs no import of ours),
+  `--tuning none` applies none (and turns off the import-time tuning of older commits);
+- measures a matmul peak per framework at the start of the run, for MFU (never above 1);
+- runs each measurement in rounds, the contenders in alternating order (A B C, C B A, ...),
+  each round `warmup` untimed steps then `steps` timed ones; records every step's seconds,
+  each round's throughput, and the median, min and max over rounds;
+- writes one JSON file with the git commit (and the files then modified), date, machine
+  (cores, CPU model), load average before, during and after, library versions, config,
+  steps, warm-up and the per-round values. `render.py` builds the README tables from it.
+
+A contender's setup function (in its bench module, importable without side effects)
+builds the model and returns ``({name: Measure(...)}, info)``; each `Measure.step` must block
+until its result is computed (`train_on_batch`/`generate` return numpy, torch on CPU is
+synchronous).
+
+Example (in a bench script):
+>>> contenders = [harness.Contender("ours", "bench_gpt", "setup_ours", library="ours"),
+...               harness.Contender("transformers", "bench_gpt", "setup_transformers",
+...                                 library="transformers", framework="torch")]
+>>> harness.run("gpt", contenders, args, config={...}, flops_per_unit={"train": 1.2e7})
+"""
+
+import dataclasses
+import datetime
+import importlib
+import importlib.metadata
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+BENCHMARKS_DIR = os.path.dirname(os.path.abspath(__file__))
+REPOSITORY_ROOT = os.path.dirname(BENCHMARKS_DIR)
+RESULTS_DIR = os.path.join(BENCHMARKS_DIR, "results")
+HARNESS_VERSION = 1
+PROTOCOL_PREFIX = "@@harness "
+TUNINGS = ("none", "ours")
+BACKENDS = ("jax", "tensorflow", "torch")
+LIBRARIES = ("ours", "keras_hub", "transformers", "keras")
+# The environment as this process got it, before anything could add XLA_FLAGS etc.
+BASE_ENVIRONMENT = os.environ.copy()
+XLA_SCHEDULER_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler"
+
+
+@dataclasses.dataclass
+class Measure:
+    """What one contender times: a blocking `step` that processes `units` units of work.
+
+    Args:
+        step: callable with no arguments; must return only once its work is computed.
+        units: units of work per call (tokens, images, sequences), for throughput.
+        unit: the unit's name, e.g. "tokens".
+    """
+
+    step: object
+    units: float
+    unit: str = "tokens"
+
+
+@dataclasses.dataclass
+class Contender:
+    """One contender: a setup function in a bench module, run in a worker process.
+
+    Args:
+        name: key in the results ("ours", "keras_hub", "transformers", "ours@abc1234").
+        module: bench module name in benchmarks/ (e.g. "bench_gpt"), imported by the worker.
+        function: setup function name in that module; called with `kwargs`, it returns
+            `({measure_name: Measure}, info_dict)`.
+        library: one of "ours", "keras_hub", "transformers", "keras" (plain Keras layers).
+        framework: "jax", "tensorflow" or "torch": whose matmul peak its MFU uses.
+        kwargs: JSON-serializable keyword arguments of the setup function.
+        label: human-readable name for tables and plots.
+        source_root: directory put first on the worker's sys.path for `keras_bigmodels`
+            (a git worktree of another commit for a baseline); None: this checkout.
+        environment: extra environment variables for the worker.
+
+    Example:
+    >>> Contender("ours", "bench_gpt", "setup_ours", library="ours", framework="jax")
+    """
+
+    name: str
+    module: str
+    function: str
+    library: str = "ours"
+    framework: str = "jax"
+    kwargs: dict = dataclasses.field(default_factory=dict)
+    label: str = None
+    source_root: str = None
+    environment: dict = dataclasses.field(default_factory=dict)
+    commit: str = None
+
+    def __post_init__(self):
+        if self.library not in LIBRARIES:
+            raise ValueError(f"`library` must be one of {LIBRARIES}; received {self.library!r}.")
+        if self.framework not in BACKENDS:
+            raise ValueError(f"`framework` must be one of {BACKENDS}; "
+                             f"received {self.framework!r}.")
+        self.label = self.label or self.name
+
+
+# --------------------------------------------------------------------------------------
+# Command line shared by every bench script.
+
+def add_arguments(parser, rounds=3, steps=3, warmup=2):
+    """Add the harness options (`--rounds`, `--steps`, `--tuning`, ...) to a parser.
+
+    Example:
+    >>> parser = argparse.ArgumentParser(); add_arguments(parser)
+    """
+    parser.add_argument("--backend", default=os.environ.get("KERAS_BACKEND", "jax"),
+                        choices=BACKENDS, help="Keras backend of the Keras contenders")
+    parser.add_argument("--rounds", type=int, default=rounds,
+                        help="rounds per measurement, contenders in alternating order "
+                             "(3 or more for results; fewer only to try the script)")
+    parser.add_argument("--steps", type=int, default=steps, help="timed steps per round")
+    parser.add_argument("--warmup", type=int, default=warmup,
+                        help="untimed steps before each round's timed ones (the first "
+                             "round's include compilation)")
+    parser.add_argument("--tuning", default="none", choices=TUNINGS,
+                        help="process settings for every contender: 'ours' = those of "
+                             "keras_bigmodels.runtime.tune_cpu(), 'none' = defaults")
+    parser.add_argument("--baseline-ref", default=None,
+                        help="also run our library at this git commit (from a temporary "
+                             "git worktree), alternating with the current tree")
+    parser.add_argument("--peak-flops", type=float, default=None,
+                        help="use this FLOP/s peak for every framework instead of measuring")
+    parser.add_argument("--torch-threads", type=int, default=None,
+                        help="torch intra-op threads in every worker (default: torch's)")
+    parser.add_argument("--output", default=None, help="JSON path (default: results/...)")
+    return parser
+
+
+def check_arguments(args):
+    for name in ("rounds", "steps"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"`--{name}` must be at least 1; received {getattr(args, name)}.")
+    if args.warmup < 0:
+        raise ValueError(f"`--warmup` must be 0 or more; received {args.warmup}.")
+
+
+# --------------------------------------------------------------------------------------
+# Process settings.
+
+def cpu_count():
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def worker_environment(tuning, backend, extra=None):
+    """The environment of a worker: the same for every contender of a run."""
+    environment = dict(BASE_ENVIRONMENT)
+    environment["KERAS_BACKEND"] = backend
+    environment.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # Older commits of keras_bigmodels applied their tuning at import; these turn it off
+    # there, so that --tuning alone decides (the current tree applies nothing at import).
+    environment["KERAS_BIGMODELS_MALLOC_TUNING"] = "0"
+    environment["KERAS_BIGMODELS_XLA_CPU_TUNING"] = "0"
+    extra = dict(extra or {})
+    flags = f"{environment.get('XLA_FLAGS', '')} {extra.pop('XLA_FLAGS', '')}".strip()
+    if tuning == "ours" and XLA_SCHEDULER_FLAG not in flags and cpu_count() <= 4:
+        flags = f"{flags} {XLA_SCHEDULER_FLAG}=false".strip()
+    if flags:
+        environment["XLA_FLAGS"] = flags
+    environment.update(extra)
+    return environment
+
+
+def apply_process_tuning(tuning, backend, uses_keras):
+    """In a worker, before any framework import: tune_cpu()'s settings, or none.
+
+    Returns a dict describing what was applied (recorded in the JSON).
+    """
+    applied = {"tuning": tuning, "XLA_FLAGS": os.environ.get("XLA_FLAGS", "")}
+    if tuning != "ours":
+        return applied
+    # glibc keeps freed blocks in its heap instead of unmapping them after every step
+    # (same constants as keras_bigmodels.runtime: M_MMAP_MAX=-4, M_TRIM_THRESHOLD=-1).
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        applied["mallopt_M_MMAP_MAX_0"] = bool(libc.mallopt(-4, 0))
+        applied["mallopt_M_TRIM_THRESHOLD_2GB"] = bool(libc.mallopt(-1, 2**31 - 1))
+    except OSError:
+        applied["mallopt"] = "unavailable (not glibc)"
+    if uses_keras and backend == "jax":
+        import jax
+
+        jax.config.update("jax_cpu_enable_async_dispatch", False)
+        applied["jax_cpu_enable_async_dispatch"] = False
+    return applied
+
+
+# --------------------------------------------------------------------------------------
+# Helpers for bench modules (they run inside workers).
+
+def keras_train_step(model, x, y, sample_weight=None):
+    """A blocking `train_on_batch` step that returns the names it logs (to show no metrics).
+
+    Example:
+    >>> measure = Measure(keras_train_step(model, x, y), units=x.size)
+    """
+    def step():
+        logs = model.train_on_batch(x, y, sample_weight=sample_weight, return_dict=True)
+        return sorted(logs)
+    return step
+
+
+def set_torch_threads(threads):
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+# --------------------------------------------------------------------------------------
+# Worker side.
+
+def _worker_main():
+    protocol = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # stray prints of the libraries go to the worker's log, not the protocol
+    sys.stdout = sys.stderr
+
+    def send(message):
+        protocol.write(PROTOCOL_PREFIX + json.dumps(message) + "\n")
+        protocol.flush()
+
+    spec = json.loads(sys.stdin.readline())
+    applied = apply_process_tuning(spec["tuning"], spec["backend"],
+                                   spec["library"] != "transformers")
+    if spec.get("source_root"):
+        sys.path.insert(0, spec["source_root"])
+    sys.path.insert(0, BENCHMARKS_DIR)
+    try:
+        set_torch_threads(spec.get("torch_threads"))
+        module = importlib.import_module(spec["module"])
+        measures, info = getattr(module, spec["function"])(**spec["kwargs"])
+    except Exception as error:  # reported, so the other contenders still run
+        send({"error": f"setup: {type(error).__name__}: {error}"})
+        raise
+    send({"ready": True, "info": info, "applied_settings": applied,
+          "measures": {name: {"units": m.units, "unit": m.unit} for name, m in measures.items()}})
+    for line in sys.stdin:
+        command = json.loads(line)
+        if command["command"] == "quit":
+            break
+        measure = measures[command["measure"]]
+        try:
+            returned = None
+            for _ in range(command["warmup"]):
+                returned = measure.step()
+            seconds = []
+            for _ in range(command["steps"]):
+                start = time.perf_counter()
+                returned = measure.step()
+                seconds.append(time.perf_counter() - start)
+        except Exception as error:
+            send({"error": f"{command['measure']}: {type(error).__name__}: {error}"})
+            continue
+        send({"seconds": seconds, "peak_rss_mb": _peak_rss_mb(),
+              "returned": returned if isinstance(returned, list) else None})
+    send(_worker_facts())
+
+
+def _peak_rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _worker_facts():
+    facts = {"peak_rss_mb": _peak_rss_mb(),
+             "imported_keras_bigmodels": "keras_bigmodels" in sys.modules, "versions": {}}
+    if "keras_bigmodels" in sys.modules:
+        facts["keras_bigmodels_file"] = sys.modules["keras_bigmodels"].__file__
+    for name in ("keras", "keras_hub", "transformers", "torch", "jax", "tensorflow"):
+        if name in sys.modules:
+            facts["versions"][name] = getattr(sys.modules[name], "__version__", None)
+    if "torch" in sys.modules:
+        facts["torch_threads"] = sys.modules["torch"].get_num_threads()
+    return facts
+
+
+def _peak_main(framework, sizes):
+    """Worker mode: best FLOP/s of square float32 matmuls in `framework`."""
+    protocol = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    apply_process_tuning(os.environ.get("HARNESS_TUNING", "none"), framework, True)
+    best, runs = 0.0, []
+    for size, repeats in sizes:
+        matmul = _matmul_function(framework, size)
+        matmul()  # compile, fault in the buffers
+        for _ in range(repeats):
+            start = time.perf_counter()
+            matmul()
+            rate = 2 * size**3 / (time.perf_counter() - start)
+            runs.append({"size": size, "flops_per_second": rate})
+            best = max(best, rate)
+    protocol.write(PROTOCOL_PREFIX + json.dumps({"flops_per_second": best, "runs": runs}) + "\n")
+
+
+def _matmul_function(framework, size):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((size, size), dtype=np.float32) for _ in range(2))
+    if framework == "jax":
+        import jax
+
+        a, b = jax.device_put(a), jax.device_put(b)
+        product = jax.jit(lambda p, q: p @ q)
+        return lambda: product(a, b).block_until_ready()
+    if framework == "tensorflow":
+        import tensorflow as tf
+
+        a, b = tf.constant(a), tf.constant(b)
+        product = tf.function(lambda p, q: tf.linalg.matmul(p, q))
+        return lambda: product(a, b).numpy()
+    import torch
+
+    a, b = torch.from_numpy(a), torch.from_numpy(b)
+    return lambda: torch.mm(a, b)
+
+
+# --------------------------------------------------------------------------------------
+# Parent side.
+
+class _Worker:
+    def __init__(self, contender, spec, environment, log_dir):
+        self.contender = contender
+        self.log_path = os.path.join(log_dir, f"{contender.name.replace('@', '_')}.log")
+        self.log = open(self.log_path, "w")
+        self.process = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "--worker"], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=self.log, env=environment, text=True,
+            cwd=BENCHMARKS_DIR)
+        self.send(spec)
+        self.error = None
+
+    def send(self, message):
+        self.process.stdin.write(json.dumps(message) + "\n")
+        self.process.stdin.flush()
+
+    def receive(self):
+        for line in self.process.stdout:
+            if line.startswith(PROTOCOL_PREFIX):
+                return json.loads(line[len(PROTOCOL_PREFIX):])
+        self.process.wait()
+        return {"error": f"worker exited ({self.process.returncode}): {self.log_tail()}"}
+
+    def log_tail(self):
+        self.log.flush()
+        with open(self.log_path) as f:
+            lines = [line.strip() for line in f if line.strip()]
+        return lines[-1] if lines else "no output"
+
+    def close(self):
+        facts = {}
+        if self.process.poll() is None:
+            try:
+                self.send({"command": "quit"})
+                facts = self.receive()
+            except (BrokenPipeError, OSError):
+                pass
+            self.process.wait()
+        self.log.close()
+        return facts
+
+
+def git_facts(root=REPOSITORY_ROOT):
+    """Commit, date and the tracked files modified at run time (a shared checkout)."""
+    def git(*arguments):
+        result = subprocess.run(["git", "-C", root, *arguments], capture_output=True,
+                                text=True)
+        return result.stdout
+
+    dirty = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no",
+                                      "--", "keras_bigmodels", "benchmarks").splitlines()]
+    return {"commit": git("rev-parse", "HEAD").strip(),
+            "commit_date": git("log", "-1", "--format=%cI").strip(),
+            "modified_files": dirty}
+
+
+def machine_facts():
+    model = None
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    memory_gb = None
+    try:
+        memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError):
+        pass
+    return {"cores": cpu_count(), "cpu_count": os.cpu_count(), "cpu_model": model,
+            "memory_gb": memory_gb, "platform": sys.platform, "python": sys.version.split()[0]}
+
+
+def library_versions():
+    versions = {}
+    for name in ("keras", "jax", "jaxlib", "tensorflow", "torch", "transformers", "keras-hub",
+                 "numpy"):
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def measure_peaks(frameworks, tuning, backend, given=None):
+    """{framework: {"flops_per_second", "source", ...}}: a matmul per framework, or `given`."""
+    peaks = {}
+    for framework in sorted(set(frameworks)):
+        if given:
+            peaks[framework] = {"flops_per_second": given, "source": "--peak-flops"}
+            continue
+        environment = worker_environment(tuning, framework)
+        environment["HARNESS_TUNING"] = tuning
+        sizes = "2048x8,4096x2"
+        process = subprocess.run(
+            [sys.executable, os.path.abspath(__file__), "--peak", framework, sizes],
+            capture_output=True, text=True, env=environment)
+        lines = [line for line in process.stdout.splitlines()
+                 if line.startswith(PROTOCOL_PREFIX)]
+        if not lines:
+            tail = (process.stderr.strip().splitlines() or ["no output"])[-1]
+            peaks[framework] = {"flops_per_second": None, "source": f"failed: {tail}"}
+            continue
+        measured = json.loads(lines[-1][len(PROTOCOL_PREFIX):])
+        measured["load_average"] = os.getloadavg()[0]
+        peaks[framework] = {**measured, "source": f"best float32 matmul ({sizes}), "
+                                                  "measured at the start of the run"}
+    return peaks
+
+
+class Baseline:
+    """Our library at another commit, checked out in a temporary `git worktree`.
+
+    Example:
+    >>> with Baseline("HEAD~3") as root: ...  # root holds keras_bigmodels at HEAD~3
+    """
+
+    def __init__(self, ref):
+        self.ref = ref
+        self.path = None
+
+    def __enter__(self):
+        commit = subprocess.run(["git", "-C", REPOSITORY_ROOT, "rev-parse", "--verify",
+                                 f"{self.ref}^{{commit}}"], capture_output=True, text=True)
+        if commit.returncode:
+            raise ValueError(f"`--baseline-ref` must name a commit; received {self.ref!r}.")
+        self.commit = commit.stdout.strip()
+        self.path = tempfile.mkdtemp(prefix="kbm-baseline-")
+        subprocess.run(["git", "-C", REPOSITORY_ROOT, "worktree", "add", "--detach", "--quiet",
+                        self.path, self.commit], check=True)
+        return self
+
+    def __exit__(self, *exc):
+        subprocess.run(["git", "-C", REPOSITORY_ROOT, "worktree", "remove", "--force",
+                        self.path], capture_output=True)
+        shutil.rmtree(self.path, ignore_errors=True)
+        subprocess.run(["git", "-C", REPOSITORY_ROOT, "worktree", "prune"], capture_output=True)
+
+
+def summarize(values):
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def run(benchmark, contenders, args, config, flops_per_unit=None, measure_order=None,
+        output=None, notes=None, write=True, peaks=None):
+    """Run `contenders` through every measurement in alternating rounds; write the JSON.
+
+    Args:
+        benchmark: name of the benchmark ("gpt"); the default output is
+            results/<benchmark>_<backend>_<tuning>.json.
+        contenders: list of `Contender`; with `args.baseline_ref`, a copy of each
+            `library="ours"` contender runs from a worktree at that commit too.
+        args: parsed options of `add_arguments`.
+        config: the benchmark's configuration, recorded as is.
+        flops_per_unit: {measure: FLOPs per unit} for MFU, or {measure: {contender: ...}}
+            where a contender does different work.
+        measure_order: order of the measurements (default: as the first contender gives).
+        output: JSON path (default from `args.output` or the benchmark name).
+        notes: list of strings recorded with the results (what a reader must know).
+        write: write the JSON (False: only return it).
+        peaks: peaks from an earlier `measure_peaks` of the same run (default: measure).
+
+    Returns:
+        the results dict.
+    """
+    check_arguments(args)
+    baseline = Baseline(args.baseline_ref) if args.baseline_ref else None
+    if baseline:
+        baseline.__enter__()
+        short = baseline.commit[:7]
+        contenders = list(contenders) + [
+            dataclasses.replace(c, name=f"{c.name}@{short}", label=f"{c.label} @ {short}",
+                                source_root=baseline.path, commit=baseline.commit)
+            for c in contenders if c.library == "ours"]
+    try:
+        return _run(benchmark, contenders, args, config, flops_per_unit or {}, measure_order,
+                    output, notes or [], write, peaks)
+    finally:
+        if baseline:
+            baseline.__exit__()
+
+
+def _run(benchmark, contenders, args, config, flops_per_unit, measure_order, output, notes,
+         write, peaks):
+    started = datetime.datetime.now(datetime.timezone.utc).astimezone()
+    git = git_facts()
+    results = {
+        "harness_version": HARNESS_VERSION, "benchmark": benchmark, "backend": args.backend,
+        "tuning": args.tuning, "command": [os.path.basename(sys.argv[0]), *sys.argv[1:]],
+        "git": git, "date": started.isoformat(timespec="seconds"),
+        "machine": machine_facts(), "versions": library_versions(),
+        "load_average_before": list(os.getloadavg()), "config": config,
+        "rounds": args.rounds, "steps": args.steps, "warmup": args.warmup,
+        "warmup_note": "warm-up steps run untimed before every round's timed steps",
+        "torch_threads": args.torch_threads, "notes": notes,
+    }
+    print(f"[{benchmark}] {args.backend}, tuning {args.tuning}, {args.rounds} rounds x "
+          f"{args.steps} steps (+{args.warmup} warm-up), load {os.getloadavg()[0]:.2f}",
+          flush=True)
+    results["peak_flops"] = peaks or measure_peaks(
+        [c.framework for c in contenders], args.tuning, args.backend, args.peak_flops)
+    for framework, peak in results["peak_flops"].items():
+        print(f"  peak {framework}: {(peak['flops_per_second'] or 0) / 1e9:.0f} GFLOP/s",
+              flush=True)
+    log_dir = tempfile.mkdtemp(prefix=f"bench-{benchmark}-")
+    workers, records = [], {}
+    for contender in contenders:
+        spec = {"module": contender.module, "function": contender.function,
+                "kwargs": contender.kwargs, "library": contender.library,
+                "backend": args.backend, "tuning": args.tuning,
+                "source_root": contender.source_root or REPOSITORY_ROOT,
+                "torch_threads": args.torch_threads}
+        if contender.library not in ("ours",):
+            spec["source_root"] = None  # peers: nothing of ours on their path
+        environment = worker_environment(args.tuning, args.backend, contender.environment)
+        worker = _Worker(contender, spec, environment, log_dir)
+        ready = worker.receive()  # one at a time: builds do not compete for the cores
+        record = {"label": contender.label, "library": contender.library,
+                  "framework": contender.framework, "setup": contender.function,
+                  "kwargs": contender.kwargs, "commit": contender.commit or git["commit"]}
+        if "error" in ready:
+            record["error"] = ready["error"]
+            print(f"  {contender.name}: failed: {ready['error']}", flush=True)
+            worker.close()
+        else:
+            record.update(info=ready["info"], applied_settings=ready["applied_settings"],
+                          measures=ready["measures"])
+            workers.append(worker)
+        records[contender.name] = record
+    order = measure_order or []
+    for worker in workers:
+        for name in records[worker.contender.name]["measures"]:
+            if name not in order:
+                order.append(name)
+    results["measure_order"] = order
+    measurements, load_during = {}, []
+    for measure in order:
+        entry = measurements.setdefault(measure, {"results": {}})
+        participants = [w for w in workers
+                        if measure in records[w.contender.name]["measures"]]
+        for round_index in range(args.rounds):
+            sequence = participants if round_index % 2 == 0 else participants[::-1]
+            for worker in sequence:
+                name = worker.contender.name
+                if "error" in records[name]:
+                    continue
+                worker.send({"command": "measure", "measure": measure, "steps": args.steps,
+                             "warmup": args.warmup})
+                reply = worker.receive()
+                slot = entry["results"].setdefault(name, {"rounds": []})
+                if "error" in reply:
+                    slot["error"] = reply["error"]
+                    print(f"  {measure} {name}: failed: {reply['error']}", flush=True)
+                    if worker.process.poll() is not None:
+                        records[name]["error"] = reply["error"]
+                    continue
+                described = records[name]["measures"][measure]
+                seconds = reply["seconds"]
+                slot["rounds"].append({
+                    "seconds": seconds, "value": described["units"] * len(seconds) / sum(seconds),
+                    "position": sequence.index(worker)})
+                slot["unit"] = described["unit"] + "/s"
+                slot["units_per_step"] = described["units"]
+                slot["peak_rss_mb_after"] = reply["peak_rss_mb"]
+                if reply.get("returned") is not None:
+                    slot["step_returned"] = reply["returned"]
+                print(f"  {measure:<18} round {round_index + 1}  {name:<22} "
+                      f"{slot['rounds'][-1]['value']:12,.1f} {slot['unit']}", flush=True)
+            load_during.append(os.getloadavg()[0])
+        for name, slot in entry["results"].items():
+            values = [r["value"] for r in slot["rounds"]]
+            if not values:
+                continue
+            slot.update(summarize(values))
+            flops = flops_per_unit.get(measure)
+            if isinstance(flops, dict):
+                flops = flops.get(name, flops.get(name.split("@")[0]))
+            peak = results["peak_flops"][records[name]["framework"]]["flops_per_second"]
+            if flops and peak:
+                slot["flops_per_unit"] = flops
+                mfu = {key: slot[key] * flops / peak for key in ("median", "min", "max")}
+                if mfu["max"] > 1:
+                    # Model FLOPs above the measured peak: the count or the peak is wrong;
+                    # no MFU is better than an impossible one.
+                    slot["mfu"] = None
+                    slot["mfu_note"] = (f"{mfu['max']:.2f} > 1: FLOP count above the "
+                                        "measured matmul peak")
+                else:
+                    slot["mfu"] = mfu
+    for worker in workers:
+        facts = worker.close()
+        records[worker.contender.name].update(facts)
+        if worker.contender.library != "ours" and facts.get("imported_keras_bigmodels"):
+            records[worker.contender.name]["error"] = "a peer imported keras_bigmodels"
+    shutil.rmtree(log_dir, ignore_errors=True)
+    results["contenders"] = records
+    results["measurements"] = measurements
+    results["load_average_during"] = load_during
+    results["load_average_after"] = list(os.getloadavg())
+    results["date_end"] = datetime.datetime.now(datetime.timezone.utc).astimezone().isoformat(
+        timespec="seconds")
+    if write:
+        path = output or args.output or os.path.join(
+            RESULTS_DIR, f"{benchmark}_{args.backend}_{args.tuning}.json")
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "w") as f:
+            json.dump(results, f, indent=1)
+        results["path"] = path
+        print(f"wrote {path} (load {results['load_average_before'][0]:.2f} before, "
+              f"{results['load_average_after'][0]:.2f} after)", flush=True)
+    return results
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--worker"]:
+        _worker_main()
+    elif sys.argv[1:2] == ["--peak"]:
+        _peak_main(sys.argv[2], [tuple(int(n) for n in part.split("x"))
+                                 for part in sys.argv[3].split(",")])
+    else:
+        raise SystemExit(__doc__.split("\n\n")[0] + "\nRun a bench_*.py script instead.")

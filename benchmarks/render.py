@@ -1,0 +1,411 @@
+"""Render benchmarks/README.md (and the root README's summary) from the harness JSON files.
+
+Every number in the generated README comes from a file in benchmarks/results/ that a bench
+script wrote; nothing is typed by hand. Prose that needs a number belongs in `NOTES` only if
+the number is read from a JSON file here.
+
+    python benchmarks/render.py            # rewrite benchmarks/README.md, print the summary
+    python benchmarks/render.py --check    # exit 1 if README.md is not what the JSON gives
+    python benchmarks/render.py --plots    # also redraw the scaling PNGs
+
+The summary block printed at the end is what the root README.md quotes (the lead pastes it).
+"""
+
+import argparse
+import glob
+import json
+import os
+import statistics
+import sys
+
+BENCHMARKS_DIR = os.path.dirname(os.path.abspath(__file__))
+RESULTS_DIR = os.path.join(BENCHMARKS_DIR, "results")
+README = os.path.join(BENCHMARKS_DIR, "README.md")
+BACKENDS = ("jax", "tensorflow", "torch")
+TUNINGS = ("ours", "none")
+PEERS = ("keras_hub", "transformers")
+
+METHOD = """\
+## Method
+
+All scripts run through `harness.py`:
+
+- **Each contender in its own process** (a worker started per contender), so peak RSS is
+  that contender's own, and no library's settings leak into another's process; the peers'
+  workers never import keras_bigmodels (each JSON records `imported_keras_bigmodels` per
+  worker).
+- **The same runtime settings for every contender**: `--tuning ours` gives every worker the
+  settings of `keras_bigmodels.runtime.tune_cpu()` (glibc `M_MMAP_MAX=0` and
+  `M_TRIM_THRESHOLD=2**31-1`, XLA:CPU's concurrency-optimized scheduler off on <= 4 cores, and
+  on JAX `jax_cpu_enable_async_dispatch=False`), replicated in the harness; `--tuning none`
+  gives none of them. Tables say which; where both were run, both are shown.
+- **Rounds in alternating order** (A B C, C B A, ...), each round untimed warm-up steps then
+  timed steps; a round's figure is its units over its time; tables give the median over
+  rounds and the min-max range. Ratios are per round (a contender against ours in the same
+  round, adjacent in time), median and range.
+- **Like for like**: the same config and optimizer on every side, dropout off, no compiled
+  metrics on any side (keras-hub's default compile adds an accuracy, ours a perplexity or
+  an accuracy: all are recompiled without; the JSON records what each step returned). BERT:
+  every side runs its MLM head on the masked positions only (transformers' `BertForMaskedLM`
+  computes full-vocabulary logits everywhere as shipped; that variant, when run, is listed
+  with its own FLOP count, so its MFU is the FLOP-normalized comparison).
+- **MFU** = achieved model FLOP/s over a peak measured at the start of the run (the best of
+  several float32 matmuls, per framework: a transformers row uses torch's). The harness
+  never prints an MFU above 1: it records the count as wrong instead.
+- Each JSON holds the commit (and the files modified at run time: the checkout is shared),
+  date, machine, library versions, load average before, during and after, config, steps,
+  warm-up and every step's seconds. **The CPU is shared**: a load average above the core
+  count means other work ran at the same time, and the ranges widen accordingly.
+"""
+
+
+def load_results(directory=None):
+    results = []
+    for path in sorted(glob.glob(os.path.join(directory or RESULTS_DIR, "*.json"))):
+        with open(path) as f:
+            try:
+                data = json.load(f)
+            except json.JSONDecodeError:
+                continue
+        if data.get("harness_version"):
+            data["path"] = path
+            results.append(data)
+    return results
+
+
+def number(value):
+    if value is None:
+        return "-"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def spread(slot):
+    if not slot or "median" not in slot:
+        return "failed" if slot and slot.get("error") else "-"
+    if len(slot["rounds"]) == 1:
+        return number(slot["median"])
+    return f"{number(slot['median'])} ({number(slot['min'])}-{number(slot['max'])})"
+
+
+def round_ratios(entry, name, reference="ours"):
+    """Per-round ratios reference/name (ours over a peer): [values]."""
+    results = entry["results"]
+    if name not in results or reference not in results:
+        return []
+    ours = [r["value"] for r in results[reference]["rounds"]]
+    theirs = [r["value"] for r in results[name]["rounds"]]
+    return [a / b for a, b in zip(ours, theirs) if b]
+
+
+def ratio_text(ratios):
+    if not ratios:
+        return "-"
+    median = statistics.median(ratios)
+    if len(ratios) == 1:
+        return f"{median:.2f}x"
+    return f"{median:.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
+
+
+def run_header(data):
+    load_during = data.get("load_average_during") or [0]
+    git = data["git"]
+    dirty = len(git.get("modified_files", []))
+    machine = data["machine"]
+    peaks = ", ".join(f"{k} {v['flops_per_second'] / 1e9:.0f} GFLOP/s"
+                      for k, v in data["peak_flops"].items() if v.get("flops_per_second"))
+    return (f"*{data['backend']}, tuning `{data['tuning']}`*: commit `{git['commit'][:7]}`"
+            f"{f' (+{dirty} modified files)' if dirty else ''}, {data['date'][:16]}, "
+            f"{data['rounds']} rounds x {data['steps']} steps (+{data['warmup']} warm-up), "
+            f"{machine['cores']} cores {machine['cpu_model']}, load "
+            f"{data['load_average_before'][0]:.2f} before / max {max(load_during):.2f} during "
+            f"/ {data['load_average_after'][0]:.2f} after; peak {peaks}. "
+            f"`{os.path.relpath(data['path'], BENCHMARKS_DIR)}`")
+
+
+def measure_title(measure):
+    if measure == "train":
+        return "train"
+    if measure == "inference":
+        return "inference"
+    kind, batch, tokens = measure.split("_")
+    if kind.startswith("beam"):
+        return f"beam-{kind[4:]} {batch.replace('b', 'b=')} {tokens[1:]} tok"
+    return f"gen {batch.replace('b', 'b=')} {tokens[1:]} tok"
+
+
+def contender_table(data):
+    """Rows: contenders; columns: each measurement (median and range), MFU, RSS, ratios."""
+    order = data["measure_order"]
+    unit = {}
+    for measure in order:
+        for slot in data["measurements"].get(measure, {}).get("results", {}).values():
+            unit.setdefault(measure, slot.get("unit", ""))
+    header = ["contender"]
+    for measure in order:
+        header.append(f"{measure_title(measure)} {unit.get(measure, '')}")
+        if measure == "train":
+            header.append("train MFU")
+    header += ["peak RSS MB"]
+    rows = []
+    names = list(data["contenders"])
+    for name in names:
+        record = data["contenders"][name]
+        label = record["label"] + (" **(ours)**" if name == "ours" else "")
+        row = [label]
+        for measure in order:
+            slot = data["measurements"].get(measure, {}).get("results", {}).get(name)
+            row.append(spread(slot) if slot else ("failed" if record.get("error") else "-"))
+            if measure == "train":
+                mfu = (slot or {}).get("mfu")
+                row.append(f"{mfu['median']:.2f}" if mfu else
+                           ("n/a" if (slot or {}).get("mfu_note") else "-"))
+        row.append(number(record.get("peak_rss_mb")))
+        rows.append(row)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    ratio_lines = []
+    if "ours" in names:
+        for name in names:
+            if name == "ours":
+                continue
+            parts = [f"{measure_title(m)} {ratio_text(round_ratios(data['measurements'][m], name))}"
+                     for m in order if m in data["measurements"]]
+            ratio_lines.append(f"- ours / {data['contenders'][name]['label']}: "
+                               + "; ".join(parts))
+    errors = [f"- {name} failed: {record['error']}" for name, record in
+              data["contenders"].items() if record.get("error")]
+    for measure in order:
+        for name, slot in data["measurements"].get(measure, {}).get("results", {}).items():
+            if slot.get("mfu_note"):
+                errors.append(f"- {name} {measure}: no MFU ({slot['mfu_note']})")
+    return lines + ([""] + ratio_lines if ratio_lines else []) + (errors and [""] + errors)
+
+
+def section(title, command, results, benchmark, description):
+    lines = [f"## {title}", "", description, "", f"Command: `{command}`", ""]
+    runs = [r for r in results if r["benchmark"] == benchmark]
+    runs.sort(key=lambda r: (BACKENDS.index(r["backend"]) if r["backend"] in BACKENDS else 9,
+                             TUNINGS.index(r["tuning"]) if r["tuning"] in TUNINGS else 9))
+    if not runs:
+        return lines + ["No harness run recorded yet.", ""]
+    for data in runs:
+        lines += [run_header(data), ""] + contender_table(data)
+        notes = data.get("notes") or []
+        lines += [""] + [f"> {note}" for note in notes] + ([""] if notes else [])
+    return lines
+
+
+def describe_gpt(results):
+    data = next((r for r in results if r["benchmark"] == "gpt"), None)
+    if not data:
+        return "GPT training and generation."
+    c = data["config"]
+    m = c["config"]
+    generation = ", ".join(measure_title(j) for j in data["measure_order"] if j != "train")
+    return (f"{m['num_layers']} layers, hidden {m['hidden_dim']}, {m['num_heads']} heads, "
+            f"intermediate {m['intermediate_dim']}, vocabulary {m['vocabulary_size']}, "
+            f"sequence {c['sequence']}, batch {c['batch']}; generation (greedy unless beam, no "
+            f"early stop, prompts of {c['generate'][0]['prompt_length'] if c['generate'] else '-'}"
+            f" tokens): {generation or 'not run'}. Throughput in tokens/s.")
+
+
+def describe(results, benchmark):
+    data = next((r for r in results if r["benchmark"] == benchmark), None)
+    if not data:
+        return ""
+    config = data["config"]
+    flat = dict(config.get("config", {}))
+    flat.update({k: v for k, v in config.items() if k != "config"})
+    return "Config: " + ", ".join(f"{k} {v}" for k, v in flat.items()
+                                  if not isinstance(v, (list, dict))) + "."
+
+
+def scaling_section(results):
+    lines = ["## GPT scaling (`bench_gpt.py --scaling`)", ""]
+    files = sorted(r["path"] for r in results if r["benchmark"] == "gpt_scaling")
+    if not files:
+        return lines + ["No scaling run recorded yet.", ""]
+    for path in files:
+        with open(path) as f:
+            data = json.load(f)
+        lines += [f"*{data['backend']}, tuning `{data['tuning']}`*, grid `{data['grid_name']}`"
+                  f" (training at {data['tokens_per_training_step']} tokens per step), "
+                  f"`{os.path.relpath(path, BENCHMARKS_DIR)}`:", ""]
+        for axis, points in _scaling_axes(data).items():
+            png = _png_path(path, axis)
+            if os.path.exists(png):
+                lines += [f"![{axis}]({os.path.relpath(png, BENCHMARKS_DIR)})", ""]
+            names = sorted({n for p in points for n in p["results"]},
+                           key=lambda n: (n != "ours", n))
+            header = [axis] + [f"{n} {p}" for n in names for p in ("tok/s", "RSS MB")]
+            lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            for point in points:
+                row = [str(point["value"])]
+                for name in names:
+                    slot = point["results"].get(name, {})
+                    row += [spread(slot), number(slot.get("peak_rss_mb_after"))]
+                lines.append("| " + " | ".join(row) + " |")
+            loads = [p["load"] for p in points]
+            lines += ["", f"Load average during these points: {min(loads):.2f}-"
+                          f"{max(loads):.2f}.", ""]
+    return lines
+
+
+def _scaling_axes(data):
+    axes = {}
+    for point in data["points"]:
+        result = point["result"]
+        entry = result["measurements"].get(point["measure"], {"results": {}})
+        axes.setdefault(point["axis"], []).append(
+            {"value": point["value"], "results": entry["results"],
+             "load": max(result.get("load_average_during") or [0]),
+             "labels": {n: c["label"] for n, c in result["contenders"].items()}})
+    return axes
+
+
+def _png_path(json_path, axis):
+    return json_path[:-len(".json")] + f"_{axis}.png"
+
+
+AXIS_TITLES = {"sequence_length": "sequence length (tokens per step fixed)",
+               "width": "hidden width (4 layers)", "generation_batch": "generation batch size",
+               "generation_new_tokens": "new tokens (batch 1)"}
+
+
+def plot_scaling(path):
+    """Draw one PNG per axis of a scaling JSON (throughput and peak RSS vs the axis)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(path) as f:
+        data = json.load(f)
+    written = []
+    for axis, points in _scaling_axes(data).items():
+        figure, (speed, memory) = plt.subplots(1, 2, figsize=(10, 4))
+        names = sorted({n for p in points for n in p["results"]},
+                       key=lambda n: (n != "ours", n))
+        for name in names:
+            xs, medians, lows, highs, rss = [], [], [], [], []
+            for point in points:
+                slot = point["results"].get(name, {})
+                if "median" not in slot:
+                    continue
+                xs.append(point["value"])
+                medians.append(slot["median"])
+                lows.append(slot["median"] - slot["min"])
+                highs.append(slot["max"] - slot["median"])
+                rss.append(slot.get("peak_rss_mb_after"))
+            if not xs:
+                continue
+            label = points[0]["labels"].get(name, name)
+            speed.errorbar(xs, medians, yerr=[lows, highs], marker="o", capsize=3, label=label)
+            memory.plot(xs, rss, marker="o", label=label)
+        for ax, ylabel in ((speed, "tokens/s (median, min-max)"), (memory, "peak RSS (MB)")):
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel(AXIS_TITLES.get(axis, axis))
+            ax.set_ylabel(ylabel)
+            ax.grid(True, alpha=0.3)
+        speed.legend(fontsize=8)
+        figure.suptitle(f"GPT, {data['backend']}, tuning {data['tuning']}: "
+                        f"{AXIS_TITLES.get(axis, axis)}")
+        figure.tight_layout()
+        png = _png_path(path, axis)
+        figure.savefig(png, dpi=100)
+        plt.close(figure)
+        written.append(png)
+    return written
+
+
+def summary(results):
+    """Lines for the root README: the equal-settings training ratios, ours over each peer."""
+    lines = ["<!-- generated by benchmarks/render.py from benchmarks/results/*.json -->"]
+    for benchmark, title in (("gpt", "GPT"), ("bert", "BERT MLM"), ("vit", "ViT")):
+        runs = sorted((r for r in results if r["benchmark"] == benchmark),
+                      key=lambda r: (BACKENDS.index(r["backend"]), r["tuning"]))
+        for data in runs:
+            for measure in [m for m in data["measure_order"]
+                            if m in ("train", "generate_b1_n128", "generate_b8_n128")]:
+                ours = data["measurements"].get(measure, {}).get("results", {}).get("ours")
+                if not ours or "median" not in ours:
+                    continue
+                parts = [f"{number(ours['median'])} {ours['unit']}"]
+                for peer in data["contenders"]:
+                    ratios = round_ratios(data["measurements"][measure], peer)
+                    if peer != "ours" and ratios:
+                        parts.append(f"{ratio_text(ratios)} {peer.replace('_', '-')}")
+                lines.append(f"- {title} {measure_title(measure)}, {data['backend']}, tuning "
+                             f"`{data['tuning']}` ({data['date'][:10]}, load "
+                             f"{data['load_average_before'][0]:.1f}): ours "
+                             + ", ".join(parts))
+    return lines
+
+
+def render(results):
+    lines = ["# Benchmarks", "",
+             "<!-- Generated by benchmarks/render.py from benchmarks/results/*.json: edit the "
+             "script or rerun the benchmarks, not this file. -->", "",
+             "One script per family, all through one harness (`harness.py`); each writes its "
+             "JSON to `results/`, and `render.py` writes this file from those JSON files. "
+             "Speed is never asserted in tests.", "", METHOD]
+    lines += section("Attention block (`bench_attention.py`)",
+                     "python benchmarks/bench_attention.py --backend {jax,tensorflow,torch} "
+                     "--tuning {ours,none}", results, "attention",
+                     "Causal self-attention, forward + backward as a compiled "
+                     "`train_on_batch`. " + describe(results, "attention") + " Tokens/s.")
+    lines += section("GPT training and generation (`bench_gpt.py`)",
+                     "python benchmarks/bench_gpt.py --backend {jax,tensorflow,torch} "
+                     "--tuning {ours,none}", results, "gpt", describe_gpt(results))
+    lines += scaling_section(results)
+    lines += section("BERT masked-LM training (`bench_bert.py`)",
+                     "python benchmarks/bench_bert.py --backend {jax,tensorflow,torch} "
+                     "--tuning {ours,none}", results, "bert",
+                     describe(results, "bert") + " Tokens/s (input tokens).")
+    lines += section("ViT training and inference (`bench_vit.py`)",
+                     "python benchmarks/bench_vit.py --backend {jax,tensorflow,torch} "
+                     "--tuning {ours,none}", results, "vit",
+                     describe(results, "vit") + " Images/s.")
+    lines += section("Data and model parallelism on simulated devices "
+                     "(`bench_distribution.py`)",
+                     "python benchmarks/bench_distribution.py --tuning ours", results,
+                     "distribution", describe(results, "distribution") + " Tokens/s; "
+                     "weight bytes on device 0 vs the planner in the JSON (`info`).")
+    lines += ["## Summary for the root README", "", "Printed by `python benchmarks/render.py`:",
+              ""] + summary(results) + [""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true",
+                        help="exit 1 if README.md differs from what the JSON files give")
+    parser.add_argument("--plots", action="store_true", help="redraw the scaling PNGs")
+    parser.add_argument("--output", default=README)
+    parser.add_argument("--results", default=RESULTS_DIR, help="folder of the JSON files")
+    args = parser.parse_args(argv)
+    if args.plots:
+        for path in sorted(glob.glob(os.path.join(args.results, "gpt_scaling_*.json"))):
+            for png in plot_scaling(path):
+                print("wrote", png)
+    results = load_results(args.results)
+    text = render(results)
+    if args.check:
+        with open(args.output) as f:
+            if f.read() != text:
+                print(f"{args.output} is out of date: run python benchmarks/render.py")
+                return 1
+        return 0
+    with open(args.output, "w") as f:
+        f.write(text)
+    print(f"wrote {args.output} from {len(results)} JSON files\n")
+    print("\n".join(summary(results)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
