@@ -8,7 +8,11 @@ a boolean `prompt_mask` marking prompt positions: from `start_index` (the shorte
 it feeds one token per step and writes the sampled one wherever the row's prompt has
 ended. Because attention is causal, a row never sees the padding after its own prompt, so
 prompts of different lengths decode exactly as they would alone, and greedy decoding equals
-an uncached argmax loop. Everything is `keras.ops`, so the whole loop compiles
+an uncached argmax loop. Each row stops at its own `prompt length + max_new_tokens` (a
+shorter row of a ragged batch must not keep searching until the longest row ends: beam
+search would rank its beams over a longer horizon than the same prompt decoded alone), and
+random samplers read the row's own uniform numbers by generated step, so a row's result
+does not depend on the other rows of its batch. Everything is `keras.ops`, so the whole loop compiles
 (`backend.compile_function`) into one XLA program on JAX and TensorFlow.
 """
 
@@ -32,8 +36,27 @@ def _is_stop(tokens, stop_token_ids):
     return ops.any(ops.equal(tokens[:, None], stops[None, :]), axis=-1)
 
 
+def _row_limits(prompt_mask, total_length, max_new_tokens):
+    """(prompt lengths [batch], row ends [batch], loop end): row i writes positions
+    [length_i, length_i + max_new_tokens) and the loop stops after the last row's end."""
+    prompt_lengths = ops.sum(ops.cast(prompt_mask, "int32"), axis=1)
+    if max_new_tokens is None:
+        row_end = ops.full_like(prompt_lengths, total_length)
+    else:
+        row_end = ops.minimum(prompt_lengths + max_new_tokens, total_length)
+    return prompt_lengths, row_end, ops.max(row_end)
+
+
+def _step_uniform(uniform, index, prompt_lengths):
+    """Each row's uniform number for the token at `index`: uniform[row, index - length]."""
+    if uniform is None:
+        return None
+    step = ops.clip(index - prompt_lengths, 0, ops.shape(uniform)[1] - 1)
+    return ops.take_along_axis(uniform, step[:, None], axis=1)[:, 0]
+
+
 def decode(next_logits, cache, token_ids, prompt_mask, start_index, sampler,
-           stop_token_ids=(), uniform=None, pad_token_id=0):
+           stop_token_ids=(), uniform=None, pad_token_id=0, max_new_tokens=None):
     """Greedy or sampled decoding; returns the filled `token_ids` buffer.
 
     Args:
@@ -45,23 +68,27 @@ def decode(next_logits, cache, token_ids, prompt_mask, start_index, sampler,
         start_index: first position to generate (>= 1; the shortest prompt's length).
         sampler: a `Sampler`.
         stop_token_ids: ids that end a row; later positions get `pad_token_id`.
-        uniform: [total_length, batch] uniform numbers for random samplers.
+        uniform: [batch, max_new_tokens] uniform numbers for random samplers, by
+            generated step of each row.
+        max_new_tokens: tokens each row adds after its own prompt (None: up to the end of
+            the buffer); positions past a row's end get `pad_token_id`.
     """
     total_length = token_ids.shape[1]
     batch = ops.shape(token_ids)[0]
     done = ops.zeros((batch,), dtype="bool")
+    prompt_lengths, row_end, end_index = _row_limits(prompt_mask, total_length, max_new_tokens)
 
     def cond(index, ids, cache, done):
-        return ops.logical_and(ops.less(index, total_length),
+        return ops.logical_and(ops.less(index, end_index),
                                ops.logical_not(ops.all(done)))
 
     def body(index, ids, cache, done):
         index = eager_index(index)
         logits, cache = next_logits(ops.slice(ids, [0, index - 1], [batch, 1]), cache,
                                     index - 1)
-        row_uniform = None if uniform is None else ops.take(uniform, index, axis=0)
-        sampled = sampler(logits[:, -1, :], row_uniform)
+        sampled = sampler(logits[:, -1, :], _step_uniform(uniform, index, prompt_lengths))
         in_prompt = _column(prompt_mask, index)
+        done = ops.logical_or(done, ops.greater_equal(index, row_end))
         sampled = ops.where(done, pad_token_id, sampled)
         tokens = ops.where(in_prompt, _column(ids, index), sampled)
         ids = ops.slice_update(ids, [0, index], ops.cast(tokens, ids.dtype)[:, None])
@@ -88,7 +115,7 @@ def repeat_batch(tree, times):
 
 
 def beam_search(next_logits, cache, token_ids, prompt_mask, start_index, num_beams,
-                stop_token_ids=(), pad_token_id=0, length_penalty=1.0):
+                stop_token_ids=(), pad_token_id=0, length_penalty=1.0, max_new_tokens=None):
     """Beam search; returns the best beam's buffer [batch, total_length] and its log-prob.
 
     `cache` is the prefix cache for the original batch; it is repeated per beam here.
@@ -103,8 +130,12 @@ def beam_search(next_logits, cache, token_ids, prompt_mask, start_index, num_bea
     longer sequences, < 0 shorter ones, and 0 ranks by the raw summed log-probability.
     The returned score is the raw summed log-probability of the returned beam.
 
+    Each row finishes its beams at its own `prompt length + max_new_tokens` (where HF's
+    max_new_tokens ends it when the row is decoded alone).
+
     Args:
         length_penalty: finite float exponent of the length normalization (HF default 1.0).
+        max_new_tokens: tokens each row adds after its own prompt (None: to the buffer end).
     """
 
     check_finite_number("length_penalty", length_penalty)
@@ -114,7 +145,7 @@ def beam_search(next_logits, cache, token_ids, prompt_mask, start_index, num_bea
     ids = repeat_batch(token_ids, k)
     prompt_mask = repeat_batch(prompt_mask, k)
     cache = own(repeat_batch(cache, k))
-    prompt_lengths = ops.sum(ops.cast(prompt_mask, "int32"), axis=1)
+    prompt_lengths, row_end, end_index = _row_limits(prompt_mask, total_length, max_new_tokens)
     # All beams start identical: only beam 0 may expand at the first sampled step.
     scores = ops.reshape(
         ops.tile(ops.convert_to_tensor([0.0] + [NEG_INF] * (k - 1))[None, :], [batch, 1]), [-1]
@@ -129,11 +160,13 @@ def beam_search(next_logits, cache, token_ids, prompt_mask, start_index, num_bea
         return ops.where(ops.less(raw, NEG_INF / 2), raw, raw / scale)
 
     def cond(index, ids, cache, scores, lengths, done):
-        return ops.logical_and(ops.less(index, total_length),
+        return ops.logical_and(ops.less(index, end_index),
                                ops.logical_not(ops.all(done)))
 
     def body(index, ids, cache, scores, lengths, done):
         index = eager_index(index)
+        # A beam that has written its row's max_new_tokens is finished, as if it had stopped.
+        done = ops.logical_or(done, ops.greater_equal(index, row_end))
         logits, cache = next_logits(ops.slice(ids, [0, index - 1], [batch * k, 1]), cache,
                                     index - 1)
         log_probs = ops.log_softmax(ops.cast(logits[:, -1, :], "float32"), axis=-1)

@@ -250,10 +250,18 @@ class MultiHeadAttention(keras.layers.Layer):
         training=None,
     ):
         self_attention = value is None and key is None
+        # A cache without an update index holds precomputed keys/values (cross-attention
+        # over an encoder's outputs, `key_value_cache`): read, never written.
+        static_cache = cache is not None and cache_update_index is None
         value = query if value is None else value
         key = value if key is None else key
+        if cache is not None:
+            self._check_cache(cache)
         matrices = self._use_matrices(cache)
-        if matrices:
+        if static_cache:
+            q = self._project_query(query, matrices)
+            k, v = cache[:, 0], cache[:, 1]
+        elif matrices:
             q, k, v = self._matrix_projections(query, key, value, self_attention)
         else:
             q = invoke(self.query_dense, query)
@@ -261,18 +269,8 @@ class MultiHeadAttention(keras.layers.Layer):
             v = invoke(self.value_dense, value)
 
         offset = 0
-        heads_first = False
-        if cache is not None:
-            if cache_update_index is None:
-                raise ValueError("`cache_update_index` is required when `cache` is given.")
-            expected = (2, self.num_key_value_heads, self._key_dim)
-            got = tuple(cache.shape[1:3]) + tuple(cache.shape[4:])
-            if len(cache.shape) != 5 or got != expected:
-                raise ValueError(
-                    "`cache` must have shape [batch, 2, num_key_value_heads="
-                    f"{self.num_key_value_heads}, max_length, key_dim={self._key_dim}]; "
-                    f"received {tuple(cache.shape)}."
-                )
+        heads_first = static_cache
+        if cache is not None and not static_cache:
             max_length = cache.shape[3]
             length = q.shape[1]
             if (
@@ -342,6 +340,37 @@ class MultiHeadAttention(keras.layers.Layer):
         if cache is not None:
             results.append(cache)
         return results[0] if len(results) == 1 else tuple(results)
+
+    def _check_cache(self, cache):
+        expected = (2, self.num_key_value_heads, self._key_dim)
+        got = tuple(cache.shape[1:3]) + tuple(cache.shape[4:])
+        if len(cache.shape) != 5 or got != expected:
+            raise ValueError(
+                "`cache` must have shape [batch, 2, num_key_value_heads="
+                f"{self.num_key_value_heads}, max_length, key_dim={self._key_dim}]; "
+                f"received {tuple(cache.shape)}."
+            )
+
+    def key_value_cache(self, value, key=None):
+        """Projected keys and values of `value` (and `key`, default `value`) as a read-only
+        cache [batch, 2, num_key_value_heads, length, key_dim]: an encoder-decoder computes
+        its cross-attention keys/values once per `generate()`, not at every step.
+
+        Example:
+        >>> kv = layer.key_value_cache(encoder_outputs)
+        >>> out, _ = layer(decoder_step, cache=kv)   # no cache_update_index: read-only
+        """
+        key = value if key is None else key
+        k = invoke(self.key_dense, key)
+        v = invoke(self.value_dense, value)
+        return ops.transpose(ops.stack([k, v], axis=1), (0, 1, 3, 2, 4))
+
+    def _project_query(self, query, matrices):
+        if not matrices:
+            return invoke(self.query_dense, query)
+        kernels = op_kernels() or KerasKernels
+        out = kernels.linear(query, *self._matrix(self.query_dense))
+        return kernels.reshape(out, (-1, ops.shape(out)[1], self.num_heads, self._key_dim))
 
     # Decode steps project with each kernel reshaped to a matrix (a free view) instead of
     # EinsumDense. Eager torch: Keras' einsum permutes and copies the kernel on every call,

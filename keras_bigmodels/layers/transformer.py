@@ -221,6 +221,8 @@ class TransformerDecoderBlock(_Block):
         encoder_padding_mask: [batch, source_length].
         self_attention_bias, cross_attention_bias: additive logits biases.
         cache: [batch, 2, kv_heads, max_length, key_dim]; cache_update_index: int or scalar.
+        cross_attention_cache: from `cross_attention_cache(encoder_outputs)`, instead of
+            `encoder_outputs` in cached decoding.
 
     Returns:
         outputs, or (outputs, new_cache) when a cache is given.
@@ -245,13 +247,24 @@ class TransformerDecoderBlock(_Block):
         self._build_feedforward(inputs_shape)
         self.built = True
 
+    def cross_attention_cache(self, encoder_outputs):
+        """The cross-attention keys/values of `encoder_outputs`, computed once per
+        `generate()`: [batch, 2, kv_heads, source_length, key_dim]; pass it back as
+        `cross_attention_cache` at every decode step."""
+        if not self.has_cross_attention:
+            raise ValueError("This block was built without cross-attention.")
+        return self.cross_attention.key_value_cache(encoder_outputs)
+
     def call(self, inputs, encoder_outputs=None, padding_mask=None, encoder_padding_mask=None,
              self_attention_bias=None, cross_attention_bias=None, cache=None,
-             cache_update_index=None, use_causal_mask=True, training=None):
-        if (encoder_outputs is not None) != self.has_cross_attention:
+             cache_update_index=None, use_causal_mask=True, cross_attention_cache=None,
+             training=None):
+        has_encoder = encoder_outputs is not None or cross_attention_cache is not None
+        if has_encoder != self.has_cross_attention:
             raise ValueError(
-                "`encoder_outputs` must be given exactly when the block was built with "
-                f"cross-attention (built with it: {self.has_cross_attention})."
+                "`encoder_outputs` (or `cross_attention_cache`) must be given exactly when "
+                "the block was built with cross-attention (built with it: "
+                f"{self.has_cross_attention})."
             )
 
         def self_attend(x):
@@ -271,20 +284,23 @@ class TransformerDecoderBlock(_Block):
             (x,) = self._residual(
                 x,
                 self.cross_attention_norm,
-                lambda h: invoke(
-                    self.cross_attention,
-                    h,
-                    encoder_outputs,
-                    padding_mask=encoder_padding_mask,
-                    attention_bias=cross_attention_bias,
-                    training=training,
-                ),
+                lambda h: self._cross_attend(h, encoder_outputs, cross_attention_cache,
+                                             encoder_padding_mask, cross_attention_bias,
+                                             training),
                 training,
             )
         (x,) = self._residual(
             x, self.feedforward_norm, lambda h: invoke(self.feedforward, h, training=training), training
         )
         return (x, new_cache[0]) if cache is not None else x
+
+    def _cross_attend(self, x, encoder_outputs, kv_cache, padding_mask, bias, training):
+        if kv_cache is None:
+            return invoke(self.cross_attention, x, encoder_outputs, padding_mask=padding_mask,
+                          attention_bias=bias, training=training)
+        out, _ = invoke(self.cross_attention, x, padding_mask=padding_mask, attention_bias=bias,
+                        cache=kv_cache, training=training)
+        return out
 
     def compute_output_spec(self, inputs, encoder_outputs=None, cache=None, **kwargs):
         out = keras.KerasTensor(inputs.shape, dtype=self.compute_dtype)

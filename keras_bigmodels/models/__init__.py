@@ -1,8 +1,9 @@
 """Model families. Each family registers its presets on import."""
 
 from keras_bigmodels.models.base import Backbone, Task
-from keras_bigmodels.models.vit import ViTBackbone, ViTImageClassifier
-from keras_bigmodels.models.swin import SwinBackbone, SwinImageClassifier
+from keras_bigmodels.models.image_classifier import ImageClassifier
+from keras_bigmodels.models.vit import ViTBackbone
+from keras_bigmodels.models.swin import SwinBackbone
 from keras_bigmodels.models.bert import (AlbertBackbone, BertBackbone, BertClassifier,  # noqa: F401
                                          BertPretrainer, BertQuestionAnswerer,
                                          BertTokenClassifier, RobertaBackbone)

@@ -1,8 +1,11 @@
 """Base classes of every family: presets on backbones and tasks, config round-trips."""
 
+import importlib
+
 import keras
 
 from keras_bigmodels import presets
+from keras_bigmodels.models import inputs
 
 
 class Backbone(keras.Model):
@@ -24,6 +27,30 @@ class Backbone(keras.Model):
         config = presets.constructor_kwargs(presets.get_preset(name, family=cls.family))
         config.update(overrides)
         return cls(**config)
+
+    # The module mapping the family's Hugging Face checkpoints onto this backbone: its
+    # `load_backbone(cls, path, dtype=None, **overrides)` does the work; None: no mapping.
+    huggingface_mapping = None
+
+    @classmethod
+    def from_huggingface(cls, path, dtype=None, **overrides):
+        """A backbone with the weights of a local Hugging Face checkpoint directory.
+
+        config.json's `model_type` must be one the family reads; task checkpoints work too
+        (their heads are ignored). Nothing is downloaded and no torch is needed.
+
+        Args:
+            path: a local directory written by `save_pretrained`.
+            dtype: the dtype policy (e.g. "bfloat16").
+            **overrides: constructor kwargs to change (e.g. `dropout`).
+
+        Example:
+        >>> backbone = BertBackbone.from_huggingface("checkpoints/bert-base-uncased")
+        """
+        if cls.huggingface_mapping is None:
+            raise NotImplementedError(f"{cls.__name__} reads no Hugging Face checkpoints.")
+        mapping = importlib.import_module(cls.huggingface_mapping)
+        return mapping.load_backbone(cls, path, dtype=dtype, **overrides)
 
     def get_config(self):
         # Functional subclasses are rebuilt from their kwargs, not from the graph.
@@ -52,12 +79,73 @@ class Task(keras.Model):
         backbone = cls.backbone_cls.from_preset(name, **(backbone_overrides or {}))
         return cls(backbone=backbone, **kwargs)
 
+    # Saving and resuming ----------------------------------------------------------------
+    # Tasks compile themselves in __init__ and override `compile` with defaults, so Keras'
+    # default `compile_from_config` refuses to run: a reloaded model would come back with
+    # the default optimizer, fresh optimizer state and no memory of its compile arguments.
+    # Storing the arguments (plus task-specific ones in `compile_extras`) and compiling from
+    # them again lets `keras.saving.load_model` restore the optimizer's variables too, so
+    # training resumes where it stopped.
+    compile_extras = None
+
+    def get_compile_config(self):
+        config = super().get_compile_config()
+        if config is not None and self.compile_extras:
+            config = dict(config)
+            config["task_compile_extras"] = dict(self.compile_extras)
+        return config
+
+    def compile_from_config(self, config):
+        config = dict(config)
+        extras = config.pop("task_compile_extras", None) or {}
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config, **extras)
+        if getattr(self, "optimizer", None) is not None and self.built:
+            self.optimizer.build(self.trainable_variables)
+
     def get_config(self):
         return {
             "name": self.name,
             "trainable": self.trainable,
             "backbone": keras.saving.serialize_keras_object(self.backbone),
         }
+
+    # Checked data -----------------------------------------------------------------------
+    # A compiled step cannot raise on an id past its embedding table or a label past the
+    # classes: it trains on garbage or NaN. The data methods check the ranges the task
+    # declares on the host first (see keras_bigmodels/models/inputs.py).
+    def input_ranges(self):
+        """{input name: (low, high)}: the half-open integer range of each id input.
+
+        `high` may be `inputs.LengthOf(name)`: positions inside another input.
+        """
+        return {}
+
+    def label_range(self):
+        """(low, high) of the labels, {output name: (low, high)} for dict labels, or None.
+
+        A label equal to the compiled loss's `ignore_class` is allowed too.
+        """
+        return None
+
+    def fit(self, *args, **kwargs):
+        return inputs.checked_call(self, "fit", super().fit, args, kwargs)
+
+    def evaluate(self, *args, **kwargs):
+        return inputs.checked_call(self, "evaluate", super().evaluate, args, kwargs)
+
+    def predict(self, *args, **kwargs):
+        return inputs.checked_call(self, "predict", super().predict, args, kwargs)
+
+    def train_on_batch(self, *args, **kwargs):
+        return inputs.checked_call(self, "train_on_batch", super().train_on_batch, args, kwargs)
+
+    def test_on_batch(self, *args, **kwargs):
+        return inputs.checked_call(self, "test_on_batch", super().test_on_batch, args, kwargs)
+
+    def predict_on_batch(self, *args, **kwargs):
+        return inputs.checked_call(self, "predict_on_batch", super().predict_on_batch, args,
+                                   kwargs)
 
     @classmethod
     def from_config(cls, config):

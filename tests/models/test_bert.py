@@ -249,7 +249,7 @@ def test_huggingface_classifier_and_errors(tmp_path):
         config = json.load(f)
     with open(os.path.join(path, "config.json"), "w") as f:
         json.dump({**config, "model_type": "gpt2"}, f)
-    with pytest.raises(ValueError, match="model_type is 'gpt2'"):
+    with pytest.raises(ValueError, match="model_type 'gpt2'"):
         BertBackbone.from_huggingface(path)
     with open(os.path.join(path, "config.json"), "w") as f:
         json.dump(config, f)

@@ -114,6 +114,72 @@ def test_samplers_beams_and_stop_tokens(lm):
         lm.generate(prompts, max_new_tokens=40)
 
 
+@pytest.mark.parametrize("sampler", ["greedy", "random", "top_k", "top_p", "beam"])
+def test_ragged_batch_rows_decode_as_alone(lm, sampler):
+    """Every row of a batch of different-length prompts gives what it gives alone (seeded
+    samplers: row i of the batch with seed [s_i] equals the prompt alone with [s_i])."""
+    prompts = [[40, 88], [1, 2, 3, 4, 5, 6, 7], [9, 8, 7, 6]]
+    seeds = [11, 12, 13]
+    kwargs = dict(max_new_tokens=6, sampler=sampler, num_beams=3, top_k=5, top_p=0.9,
+                  stop_token_ids=None)
+    batch = lm.generate(prompts, seed=seeds, **kwargs)
+    for prompt, seed, row in zip(prompts, seeds, batch):
+        assert lm.generate([prompt], seed=[seed], **kwargs) == [row], (prompt, sampler)
+        assert len(row) == len(prompt) + 6
+
+
+def test_prompt_lengths_share_compiled_functions(lm):
+    """Prompt lengths are bucketed: a dozen lengths compile one function, not twelve."""
+    lm.max_compiled_functions = 16
+    lm._generate_functions.clear()
+    lm.generate([[3, 4]], max_new_tokens=3)
+    traces, functions = lm.generate_traces, len(lm._generate_functions)
+    for length in range(2, 14):
+        lm.generate([[7] * length, [5] * (length + 1)], max_new_tokens=3)
+    new_functions = len(lm._generate_functions) - functions
+    # Prefill lengths are powers of two: lengths 2..13 give prefixes 1, 2, 4 and 8.
+    assert new_functions <= 4
+    if keras.backend.backend() != "torch":  # torch runs eagerly: no traces to count
+        assert lm.generate_traces - traces <= new_functions + 1
+    lm.max_compiled_functions = 2
+    lm.generate([[1]], max_new_tokens=2)
+    assert len(lm._generate_functions) <= 2
+
+
+def test_generate_arguments(lm):
+    # A flat id list is one prompt (not one prompt per id); so is a 1-D array.
+    one = lm.generate([5, 6, 7], max_new_tokens=3)
+    assert one == lm.generate([[5, 6, 7]], max_new_tokens=3)[0]
+    assert lm.generate(np.asarray([5, 6, 7]), max_new_tokens=3) == one
+    with pytest.raises(ValueError, match="'beam'"):
+        lm.generate([[1]], sampler="nucleus")
+    with pytest.raises(ValueError, match="empty"):
+        lm.generate([[1], []])
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        lm.generate([[1, VOCAB]])
+    with pytest.raises(ValueError, match="one seed per prompt"):
+        lm.generate([[1], [2]], sampler="random", seed=[1])
+
+
+def test_training_resumes_after_save_and_load(tmp_path):
+    """A reloaded model keeps its optimizer (class, hyperparameters, state) and loss, and
+    the next steps' losses equal the uninterrupted run's."""
+    x = np.random.randint(0, VOCAB, (16, 8)).astype("int32")
+    y = np.roll(x, -1, axis=1)
+    lm = GPTCausalLM(GPTBackbone(**SMALL))
+    lm.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
+    lm.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False)
+    lm.save(tmp_path / "lm.keras")
+    restored = keras.saving.load_model(tmp_path / "lm.keras")
+    assert type(restored.optimizer).__name__ == "SGD"
+    assert float(restored.optimizer.momentum) == pytest.approx(0.9)
+    assert int(restored.optimizer.iterations) == int(lm.optimizer.iterations) == 2
+    assert type(restored.loss).__name__ == type(lm.loss).__name__
+    expected = lm.fit(x, y, batch_size=8, epochs=2, verbose=0, shuffle=False)
+    resumed = restored.fit(x, y, batch_size=8, epochs=2, verbose=0, shuffle=False)
+    np.testing.assert_allclose(resumed.history["loss"], expected.history["loss"], rtol=1e-5)
+
+
 def test_training_lowers_loss_and_save_load(tmp_path):
     # A learnable stream: documents counting upward; packed windows with an EOS id 0.
     documents = [list(range(1 + s, 1 + s + 20)) for s in range(0, 60, 3)]
@@ -194,6 +260,17 @@ def test_huggingface_gpt2_parity(tmp_path):
                                        pad_token_id=0, eos_token_id=None).numpy()
     assert_close(lm(ids), expected, atol=1e-4)
     assert (lm.generate(ids[:, :4], max_new_tokens=8, stop_token_ids=None) == hf_greedy).all()
+    # Ragged beam search: each row of the batch equals transformers' beam on that prompt.
+    ragged = [ids[0, :2].tolist(), ids[1, :6].tolist()]
+    ours = lm.generate(ragged, max_new_tokens=6, sampler="beam", num_beams=3,
+                       stop_token_ids=None)
+    for prompt, row in zip(ragged, ours):
+        with torch.no_grad():
+            hf_beam = reference.generate(torch.tensor([prompt], dtype=torch.long),
+                                         max_new_tokens=6, num_beams=3, do_sample=False,
+                                         early_stopping=False, pad_token_id=0,
+                                         eos_token_id=None).numpy()[0].tolist()
+        assert row == hf_beam
     assert lm.tokenizer is not None
     text = lm.generate("the quick", max_new_tokens=3, stop_token_ids=None)
     assert isinstance(text, str) and text.startswith("the quick")
@@ -243,7 +320,8 @@ def test_huggingface_openai_gpt_parity(tmp_path):
     assert_close(lm(ids), expected, atol=1e-4)
     assert (lm.generate(ids[:, :4], max_new_tokens=8, stop_token_ids=None)
             == hf_argmax_loop(reference, ids[:, :4], 8)).all()
-    exact_gelu = GPTCausalLM.from_huggingface(tmp_path / "gpt", activation="gelu")
+    exact_gelu = GPTCausalLM.from_huggingface(tmp_path / "gpt",
+                                              backbone_overrides={"activation": "gelu"})
     assert np.abs(to_numpy(exact_gelu(ids)) - expected).max() > 1e-3
 
     # The config's activation and epsilon are honoured.

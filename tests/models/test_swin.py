@@ -11,7 +11,7 @@ from keras_bigmodels.layers.windows import (
     window_partition,
     window_reverse,
 )
-from keras_bigmodels.models import SwinBackbone, SwinImageClassifier
+from keras_bigmodels.models import SwinBackbone, ImageClassifier
 from keras_bigmodels.models.swin.config import swin_params
 from tests.testing import assert_layer_roundtrip, assert_saved_model_matches, to_numpy
 
@@ -91,7 +91,7 @@ def test_outputs_are_hierarchical(backbone):
 
 def test_param_counts_are_analytic(backbone):
     assert backbone.count_params() == swin_params(TINY)
-    model = SwinImageClassifier(backbone, num_classes=7)
+    model = ImageClassifier(backbone, num_classes=7)
     assert model.count_params() == swin_params({**TINY, "num_classes": 7})
     assert flops.count_params("swin-tiny-patch4-window7-224") == 27_519_354
     tiny = presets.get_preset("swin-tiny-patch4-window7-224")
@@ -118,7 +118,7 @@ def test_bad_arguments_raise_clear_errors():
 
 def test_saves_and_loads(backbone, tmp_path):
     assert_saved_model_matches(backbone, images(), tmp_path)
-    model = SwinImageClassifier(backbone, num_classes=3)
+    model = ImageClassifier(backbone, num_classes=3)
     restored = assert_saved_model_matches(model, images(), tmp_path)
     assert restored.num_classes == 3
 
@@ -141,7 +141,7 @@ def test_classifier_learns_a_visual_task():
     x, labels = texture_task()
     backbone = SwinBackbone(image_size=16, patch_size=2, hidden_dim=16, depths=[2, 2],
                             num_heads=[2, 4], window_size=4, num_channels=1)
-    model = SwinImageClassifier(backbone, num_classes=3)
+    model = ImageClassifier(backbone, num_classes=3)
     history = model.fit(x, labels, batch_size=32, epochs=8, verbose=0)
     losses = history.history["loss"]
     assert losses[-1] < 0.5 * losses[0], losses
@@ -198,6 +198,6 @@ def test_huggingface_swin_classifier_parity(tmp_path):
     _randomize_bias_tables(reference)
     reference.save_pretrained(tmp_path)
     x = images(seed=1)
-    model = SwinImageClassifier.from_huggingface(tmp_path)
+    model = ImageClassifier.from_huggingface(tmp_path)
     assert model.num_classes == 3
     np.testing.assert_allclose(to_numpy(model(x)), _run(reference, x).logits.numpy(), atol=1e-4)

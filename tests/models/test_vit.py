@@ -4,7 +4,7 @@ import pytest
 
 from keras_bigmodels import flops, presets
 from keras_bigmodels.preprocessing import image_preprocessor
-from keras_bigmodels.models import ViTBackbone, ViTImageClassifier
+from keras_bigmodels.models import ViTBackbone, ImageClassifier
 from keras_bigmodels.models.vit.backbone import interpolate_position_embeddings
 from keras_bigmodels.models.vit.config import vit_params
 from tests.testing import assert_saved_model_matches, to_numpy
@@ -39,7 +39,7 @@ def test_param_counts_are_analytic(backbone):
     assert backbone.count_params() == vit_params(TINY)
     config = {**TINY, "image_size": (16, 8), "num_channels": 1, "use_pooler": True}
     assert ViTBackbone(**config).count_params() == vit_params(config)
-    model = ViTImageClassifier(backbone, num_classes=7)
+    model = ImageClassifier(backbone, num_classes=7)
     assert model.count_params() == vit_params({**TINY, "num_classes": 7})
 
 
@@ -64,14 +64,14 @@ def test_bad_arguments_raise_clear_errors(backbone):
     with pytest.raises(ValueError, match="Known presets"):
         ViTBackbone.from_preset("vit-gigantic")
     with pytest.raises(ValueError, match="num_classes"):
-        ViTImageClassifier(backbone, num_classes=0)
+        ImageClassifier(backbone, num_classes=0)
     with pytest.raises(ValueError):
         backbone(images(size=12))
 
 
 def test_saves_and_loads(backbone, tmp_path):
     assert_saved_model_matches(backbone, images(), tmp_path)
-    model = ViTImageClassifier(backbone, num_classes=3)
+    model = ImageClassifier(backbone, num_classes=3)
     restored = assert_saved_model_matches(model, images(), tmp_path)
     assert restored.num_classes == 3
 
@@ -110,7 +110,7 @@ def test_classifier_learns_a_visual_task():
         r, c = divmod(int(label), 2)
         x[i, r * 8 + 2:r * 8 + 6, c * 8 + 2:c * 8 + 6] += 0.7
     backbone = ViTBackbone(**{**TINY, "num_channels": 1})
-    model = ViTImageClassifier(backbone, num_classes=4)
+    model = ImageClassifier(backbone, num_classes=4)
     history = model.fit(x, labels, batch_size=32, epochs=10, verbose=0)
     losses = history.history["loss"]
     assert losses[-1] < 0.5 * losses[0], losses
@@ -171,7 +171,7 @@ def test_huggingface_vit_classifier_parity(tmp_path):
     reference = transformers.ViTForImageClassification(_hf_config()).eval()
     reference.save_pretrained(tmp_path)
     x = images()
-    model = ViTImageClassifier.from_huggingface(tmp_path)
+    model = ImageClassifier.from_huggingface(tmp_path)
     assert model.num_classes == 5
     np.testing.assert_allclose(to_numpy(model(x)), _run(reference, x).logits.numpy(), atol=1e-4)
     (tmp_path / "config.json").write_text((tmp_path / "config.json").read_text().replace(

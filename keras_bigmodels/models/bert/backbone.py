@@ -46,6 +46,7 @@ class BertBackbone(Backbone):
     """
 
     family = "bert"
+    huggingface_mapping = "keras_bigmodels.models.bert.huggingface"
 
     def __init__(
         self,
@@ -162,20 +163,6 @@ class BertBackbone(Backbone):
     def token_embedding(self):
         """The token table, shared with the tied MLM output layer."""
         return self.embeddings.token_embedding
-
-    @classmethod
-    def from_huggingface(cls, path, **overrides):
-        """A backbone with the weights of a local HF BERT/RoBERTa/ALBERT checkpoint dir.
-
-        Task-model checkpoints (`BertForPreTraining`, `RobertaForMaskedLM`, ...) work too:
-        their heads are ignored. No torch is needed.
-
-        Example:
-        >>> backbone = BertBackbone.from_huggingface("checkpoints/bert-base-uncased")
-        """
-        from keras_bigmodels.models.bert import huggingface
-
-        return huggingface.load_backbone(cls, path, **overrides)
 
     def get_config(self):
         config = super().get_config()

@@ -120,29 +120,36 @@ class BertPretrainer(_BertTask):
                         weighted_metrics=weighted_metrics, **kwargs)
 
     @classmethod
-    def from_huggingface(cls, path, **kwargs):
+    def from_huggingface(cls, path, backbone_overrides=None, dtype=None, **task_kwargs):
         """Backbone + MLM head (+ NSP/SOP head) from `BertForPreTraining`,
         `RobertaForMaskedLM`, `AlbertForPreTraining`, `*ForMaskedLM` checkpoint dirs.
+
+        Args:
+            path: a local directory written by `save_pretrained`.
+            backbone_overrides: backbone constructor kwargs to change (e.g. `dropout`).
+            dtype: the backbone's dtype policy (e.g. "bfloat16").
+            **task_kwargs: `BertPretrainer` kwargs (`sentence_task` defaults to the
+                checkpoint's head).
 
         Example:
         >>> pretrainer = BertPretrainer.from_huggingface("checkpoints/bert-base-uncased")
         """
-        from keras_bigmodels.checkpoints import read_checkpoint
+        from keras_bigmodels.checkpoints import dense, read_checkpoint
         from keras_bigmodels.models.bert import huggingface as hf
 
         hf_config, weights = read_checkpoint(path)
         kind = hf.model_type(hf_config)
-        backbone = BertBackbone(**hf.backbone_kwargs(hf_config))
+        backbone = hf.build_backbone(hf_config, dtype, backbone_overrides)
         sentence_name = hf.SENTENCE_HEAD_NAMES.get(kind)
         has_sentence = sentence_name is not None and f"{sentence_name}.weight" in weights
-        kwargs.setdefault("sentence_task", {"bert": "nsp", "albert": "sop"}[kind]
-                          if has_sentence else None)
-        model = cls(backbone=backbone, **kwargs)
+        task_kwargs.setdefault("sentence_task", {"bert": "nsp", "albert": "sop"}[kind]
+                               if has_sentence else None)
+        model = cls(backbone=backbone, **task_kwargs)
         loader = hf.make_loader(weights, ignore=hf.TIED_DECODERS)
         hf.assign_backbone(backbone, loader, kind)
         hf.assign_mlm_head(model.mlm_head, loader, kind)
         if model.sentence_head is not None:
-            hf._dense(loader, model.sentence_head, sentence_name)
+            dense(loader, model.sentence_head, sentence_name)
         loader.finish()
         return model
 
@@ -218,49 +225,41 @@ class BertClassifier(_BertTask):
         )
 
     @classmethod
-    def from_huggingface(cls, path, **kwargs):
+    def from_huggingface(cls, path, backbone_overrides=None, dtype=None, **task_kwargs):
         """From a `BertForSequenceClassification`, `AlbertForSequenceClassification` or
         `RobertaForSequenceClassification` checkpoint dir (backbone and head).
+
+        Args:
+            path: a local directory written by `save_pretrained`.
+            backbone_overrides: backbone constructor kwargs to change (e.g. `dropout`).
+            dtype: the backbone's dtype policy (e.g. "bfloat16").
+            **task_kwargs: `BertClassifier` kwargs; `num_classes`, `head` and `dropout`
+                default to the checkpoint's.
 
         Example:
         >>> classifier = BertClassifier.from_huggingface("checkpoints/roberta-sst2")
         """
-        from keras_bigmodels.checkpoints import read_checkpoint
+        from keras_bigmodels.checkpoints import dense
         from keras_bigmodels.models.bert import huggingface as hf
 
-        hf_config, weights = read_checkpoint(path)
-        kind = hf.model_type(hf_config)
+        out_projections = {"bert": "classifier", "albert": "classifier",
+                           "roberta": "classifier.out_proj"}
+        hf_config, kind, loader = hf.read_task_checkpoint(
+            path, tuple(HF_CLASSIFIERS), out_projections, "BertClassifier.from_huggingface")
         head = "roberta" if kind == "roberta" else "pooler"
-        architectures = hf_config.get("architectures") or []
-        unsupported = [a for a in architectures if a not in HF_CLASSIFIERS]
-        if unsupported:
-            raise ValueError(
-                f"`{path}` holds a {unsupported[0]} checkpoint; BertClassifier.from_huggingface "
-                f"reads {', '.join(HF_CLASSIFIERS)}. Load other checkpoints with "
-                "BertBackbone.from_huggingface and fine-tune a head on it."
-            )
-        out_proj = "classifier.out_proj" if head == "roberta" else "classifier"
-        if f"{out_proj}.weight" not in weights:
-            raise ValueError(
-                f"`{path}` has no `{out_proj}.weight`: not a {kind} sequence classifier "
-                f"(expected one of {', '.join(HF_CLASSIFIERS)})."
-            )
-        backbone = BertBackbone(**hf.backbone_kwargs(hf_config))
-        kwargs.setdefault("num_classes", weights[f"{out_proj}.weight"].shape[0])
-        kwargs.setdefault("head", head)
-        if "dropout" not in kwargs:
-            names = ("classifier_dropout_prob", "classifier_dropout", "hidden_dropout_prob")
-            values = [hf_config.get(n) for n in names if hf_config.get(n) is not None]
-            kwargs["dropout"] = values[0] if values else 0.1
-        model = cls(backbone=backbone, **kwargs)
+        out_proj = out_projections[kind]
+        task_kwargs.setdefault("num_classes", loader.weights[f"{out_proj}.weight"].shape[0])
+        task_kwargs.setdefault("head", head)
+        task_kwargs.setdefault("dropout", hf.head_dropout(hf_config))
+        backbone = hf.build_backbone(hf_config, dtype, backbone_overrides)
+        model = cls(backbone=backbone, **task_kwargs)
         if model.head != head:
             raise ValueError(f"A {kind} checkpoint's head is {head!r}; received head={model.head!r}.")
-        loader = hf.make_loader(weights)
         # RoBERTa classifiers are saved without the (unused) pooler.
         hf.assign_backbone(backbone, loader, kind, warn_missing_pooler=head == "pooler")
         if head == "roberta":
-            hf._dense(loader, model.head_dense, "classifier.dense")
-        hf._dense(loader, model.classifier, out_proj)
+            dense(loader, model.head_dense, "classifier.dense")
+        dense(loader, model.classifier, out_proj)
         loader.finish()
         return model
 
@@ -306,6 +305,30 @@ class BertTokenClassifier(_BertTask):
             or [keras.metrics.SparseCategoricalAccuracy("accuracy")],
             **kwargs,
         )
+
+    @classmethod
+    def from_huggingface(cls, path, backbone_overrides=None, dtype=None, **task_kwargs):
+        """From a `BertForTokenClassification` (or RoBERTa's, ALBERT's) checkpoint dir.
+
+        Args:
+            path: a local directory written by `save_pretrained`.
+            backbone_overrides: backbone constructor kwargs to change (e.g. `dropout`).
+            dtype: the backbone's dtype policy (e.g. "bfloat16").
+            **task_kwargs: `BertTokenClassifier` kwargs; `num_classes` and `dropout`
+                default to the checkpoint's.
+
+        Example:
+        >>> tagger = BertTokenClassifier.from_huggingface("checkpoints/bert-ner")
+        """
+        from keras_bigmodels.models.bert import huggingface as hf
+
+        hf_config, kind, loader = hf.read_task_checkpoint(
+            path, hf.TOKEN_CLASSIFIERS, "classifier", "BertTokenClassifier.from_huggingface")
+        task_kwargs.setdefault("num_classes", loader.weights["classifier.weight"].shape[0])
+        task_kwargs.setdefault("dropout", hf.head_dropout(hf_config))
+        backbone = hf.build_backbone(hf_config, dtype, backbone_overrides)
+        return hf.assign_sequence_head_task(cls(backbone=backbone, **task_kwargs), loader,
+                                            kind, "classifier")
 
     def get_config(self):
         config = super().get_config()
@@ -356,6 +379,27 @@ class BertQuestionAnswerer(_BertTask):
             },
             **kwargs,
         )
+
+    @classmethod
+    def from_huggingface(cls, path, backbone_overrides=None, dtype=None, **task_kwargs):
+        """From a `BertForQuestionAnswering` (or RoBERTa's, ALBERT's) checkpoint dir.
+
+        Args:
+            path: a local directory written by `save_pretrained`.
+            backbone_overrides: backbone constructor kwargs to change (e.g. `dropout`).
+            dtype: the backbone's dtype policy (e.g. "bfloat16").
+            **task_kwargs: `BertQuestionAnswerer` kwargs.
+
+        Example:
+        >>> qa = BertQuestionAnswerer.from_huggingface("checkpoints/bert-squad")
+        """
+        from keras_bigmodels.models.bert import huggingface as hf
+
+        hf_config, kind, loader = hf.read_task_checkpoint(
+            path, hf.QUESTION_ANSWERERS, "qa_outputs", "BertQuestionAnswerer.from_huggingface")
+        backbone = hf.build_backbone(hf_config, dtype, backbone_overrides)
+        return hf.assign_sequence_head_task(cls(backbone=backbone, **task_kwargs), loader,
+                                            kind, "qa_outputs")
 
     def get_config(self):
         config = super().get_config()

@@ -75,6 +75,7 @@ class GPTBackbone(Backbone):
     """
 
     family = "gpt"
+    huggingface_mapping = "keras_bigmodels.models.gpt.huggingface"
 
     def __init__(self, vocabulary_size, num_layers, num_heads, hidden_dim, intermediate_dim,
                  max_sequence_length=1024, key_dim=None, normalize_first=True,

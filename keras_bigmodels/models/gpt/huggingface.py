@@ -11,22 +11,14 @@ import os
 
 import numpy as np
 
-from keras_bigmodels.checkpoints import WeightLoader, read_checkpoint
+from keras_bigmodels.checkpoints import (HF_ACTIVATIONS, WeightLoader, activation,
+                                         check_model_type, dense, embedding, heads_projection,
+                                         norm, read_checkpoint)
 
-ACTIVATIONS = {"gelu_new": "gelu_approximate", "gelu_pytorch_tanh": "gelu_approximate",
-               "gelu": "gelu", "relu": "relu", "tanh": "tanh", "silu": "silu"}
 # modeling_openai.py's own table: its "gelu" is gelu_new (the tanh approximation), unlike
 # GPT-2's activation_function "gelu", which is the exact erf form.
 OPENAI_GPT_ACTIVATIONS = {"gelu": "gelu_approximate", "relu": "relu", "silu": "silu",
                           "swish": "silu"}
-
-
-def _activation(config, key, default, table):
-    name = config.get(key, default)
-    if name not in table:
-        raise ValueError(f"Unsupported {key} {name!r} for model_type "
-                         f"{config.get('model_type')!r}; known: {', '.join(table)}.")
-    return table[name]
 
 
 def _shared_kwargs(config, intermediate_dim, normalize_first, activation):
@@ -54,7 +46,7 @@ def gpt2_backbone_kwargs(config):
         raise ValueError("GPT-2 checkpoints with scale_attn_weights=False are not supported.")
     return _shared_kwargs(
         config, config.get("n_inner") or 4 * config["n_embd"], normalize_first=True,
-        activation=_activation(config, "activation_function", "gelu_new", ACTIVATIONS))
+        activation=activation(config, "activation_function", "gelu_new", HF_ACTIVATIONS))
 
 
 def openai_gpt_backbone_kwargs(config):
@@ -62,24 +54,20 @@ def openai_gpt_backbone_kwargs(config):
     # modeling_openai.py hard-codes the MLP width; its config has no n_inner.
     return _shared_kwargs(
         config, 4 * config["n_embd"], normalize_first=False,
-        activation=_activation(config, "afn", "gelu", OPENAI_GPT_ACTIVATIONS))
+        activation=activation(config, "afn", "gelu", OPENAI_GPT_ACTIVATIONS))
 
 
 # model_type -> (backbone kwargs, embedding names (token, position), final norm name).
 MODEL_TYPES = {
-    "gpt2": (gpt2_backbone_kwargs, ("wte.weight", "wpe.weight"), "ln_f"),
-    "openai-gpt": (openai_gpt_backbone_kwargs,
-                   ("tokens_embed.weight", "positions_embed.weight"), None),
+    "gpt2": (gpt2_backbone_kwargs, ("wte", "wpe"), "ln_f"),
+    "openai-gpt": (openai_gpt_backbone_kwargs, ("tokens_embed", "positions_embed"), None),
 }
 
 
 def _model_type(config):
     # Very old GPT-2 configs carry no model_type; every other family names itself.
-    model_type = config.get("model_type", "gpt2")
-    if model_type not in MODEL_TYPES:
-        raise ValueError(f"Unsupported model_type {model_type!r} in config.json; "
-                         f"GPTCausalLM.from_huggingface reads {', '.join(MODEL_TYPES)}.")
-    return model_type
+    return check_model_type(config, tuple(MODEL_TYPES), "GPTCausalLM.from_huggingface",
+                            default="gpt2")
 
 
 def backbone_kwargs(config):
@@ -94,61 +82,56 @@ def load_weights(backbone, weights, model_type="gpt2"):
         raise ValueError(f"A {model_type!r} checkpoint needs a GPTBackbone with "
                          f"normalize_first={final_norm_name is not None}.")
     lm_head = weights.get("lm_head.weight")
-    token_table = weights.get("transformer." + token_name, weights.get(token_name))
+    token_table = weights.get(f"transformer.{token_name}.weight",
+                              weights.get(f"{token_name}.weight"))
     # Our output layer is tied to the token embedding; an untied head cannot be loaded.
     if lm_head is not None and token_table is not None and not np.array_equal(
             np.asarray(lm_head), np.asarray(token_table)):
         raise ValueError("The checkpoint's lm_head.weight differs from its token embedding "
                          f"`{token_name}` (tie_word_embeddings=False); GPTCausalLM ties them.")
     loader = WeightLoader(weights, prefixes=("transformer.",), ignore=(r"lm_head\.weight",))
-    heads, head_dim, hidden = backbone.num_heads, backbone.head_dim, backbone.hidden_dim
-    loader.assign(backbone.token_embedding.embeddings, token_name)
-    loader.assign(backbone.embedding.position_embedding.embeddings, position_name)
+    embedding(loader, backbone.token_embedding, token_name)
+    embedding(loader, backbone.embedding.position_embedding, position_name)
     for i, block in enumerate(backbone.transformer_layers):
         prefix = f"h.{i}."
         attention = block.self_attention
-        qkv_kernel = loader.get(prefix + "attn.c_attn.weight")
-        qkv_bias = loader.get(prefix + "attn.c_attn.bias")
-        if qkv_kernel is not None and qkv_bias is not None:
-            kernels = np.split(qkv_kernel, 3, axis=-1)
-            biases = np.split(qkv_bias, 3, axis=-1)
-            for dense, kernel, bias in zip(
-                    (attention.query_dense, attention.key_dense, attention.value_dense),
-                    kernels, biases):
-                dense.kernel.assign(kernel.reshape(hidden, heads, head_dim))
-                dense.bias.assign(bias.reshape(heads, head_dim))
-        loader.assign(attention.output_dense.kernel, prefix + "attn.c_proj.weight",
-                      lambda w: w.reshape(heads, head_dim, hidden))
-        loader.assign(attention.output_dense.bias, prefix + "attn.c_proj.bias")
-        loader.assign(block.self_attention_norm.gamma, prefix + "ln_1.weight")
-        loader.assign(block.self_attention_norm.beta, prefix + "ln_1.bias")
-        loader.assign(block.feedforward_norm.gamma, prefix + "ln_2.weight")
-        loader.assign(block.feedforward_norm.beta, prefix + "ln_2.bias")
-        loader.assign(block.feedforward.intermediate.kernel, prefix + "mlp.c_fc.weight")
-        loader.assign(block.feedforward.intermediate.bias, prefix + "mlp.c_fc.bias")
-        loader.assign(block.feedforward.output_dense.kernel, prefix + "mlp.c_proj.weight")
-        loader.assign(block.feedforward.output_dense.bias, prefix + "mlp.c_proj.bias")
+        # Conv1D weights are [in, out] already (no transpose); `c_attn` holds
+        # query|key|value side by side on its output axis.
+        for part, projection in enumerate(
+                (attention.query_dense, attention.key_dense, attention.value_dense)):
+            def third(w, part=part):
+                return np.split(w, 3, axis=-1)[part]
+
+            loader.assign(projection.kernel, prefix + "attn.c_attn.weight", third, reshape=True)
+            loader.assign(projection.bias, prefix + "attn.c_attn.bias", third, reshape=True)
+        heads_projection(loader, attention.output_dense, prefix + "attn.c_proj",
+                         transpose=False)
+        norm(loader, block.self_attention_norm, prefix + "ln_1")
+        norm(loader, block.feedforward_norm, prefix + "ln_2")
+        dense(loader, block.feedforward.intermediate, prefix + "mlp.c_fc", transpose=False)
+        dense(loader, block.feedforward.output_dense, prefix + "mlp.c_proj", transpose=False)
     if final_norm_name is not None:
-        loader.assign(backbone.final_norm.gamma, final_norm_name + ".weight")
-        loader.assign(backbone.final_norm.beta, final_norm_name + ".bias")
+        norm(loader, backbone.final_norm, final_norm_name)
     loader.finish()
 
 
-def load_gpt(task_cls, path, dtype=None, **backbone_overrides):
+def load_backbone(cls, path, dtype=None, **overrides):
+    """A `cls` (GPTBackbone) with a GPT-1 or GPT-2 checkpoint's weights."""
+    config, weights = read_checkpoint(path)
+    model_type = _model_type(config)
+    backbone = cls(**{**backbone_kwargs(config), **overrides}, dtype=dtype)
+    load_weights(backbone, weights, model_type)
+    return backbone
+
+
+def load_gpt(task_cls, path, backbone_overrides=None, dtype=None, **task_kwargs):
     """`task_cls(backbone, tokenizer)` with a GPT-1 or GPT-2 checkpoint's weights and tokenizer."""
     from keras_bigmodels.models.gpt.backbone import GPTBackbone
 
-    config, weights = read_checkpoint(path)
-    model_type = _model_type(config)
-    kwargs = {**backbone_kwargs(config), **backbone_overrides}
-    backbone = GPTBackbone(**kwargs, dtype=dtype)
-    load_weights(backbone, weights, model_type)
-    tokenizer = None
-    if os.path.isfile(os.path.join(os.fspath(path), "tokenizer.json")):
+    backbone = load_backbone(GPTBackbone, path, dtype, **(backbone_overrides or {}))
+    if "tokenizer" not in task_kwargs and os.path.isfile(
+            os.path.join(os.fspath(path), "tokenizer.json")):
         from keras_bigmodels.tokenizers import Tokenizer
 
-        tokenizer = Tokenizer.from_dir(path)
-    return task_cls(backbone, tokenizer=tokenizer)
-
-
-load_gpt2 = load_gpt  # the name before GPT-1 checkpoints were read too
+        task_kwargs["tokenizer"] = Tokenizer.from_dir(path)
+    return task_cls(backbone, **task_kwargs)

@@ -51,6 +51,7 @@ class SwinBackbone(Backbone):
     """
 
     family = "swin"
+    huggingface_mapping = "keras_bigmodels.models.swin.huggingface"
 
     def __init__(self, image_size=224, patch_size=4, hidden_dim=96, depths=(2, 2, 6, 2),
                  num_heads=(3, 6, 12, 24), window_size=7, mlp_ratio=4.0, num_channels=3,
@@ -151,14 +152,3 @@ class SwinBackbone(Backbone):
                    if isinstance(self._dtype_arg, keras.DTypePolicy) else self._dtype_arg),
         )
         return config
-
-    @classmethod
-    def from_huggingface(cls, path, **overrides):
-        """Load a local HF `SwinModel` / `SwinForImageClassification` checkpoint directory.
-
-        Example:
-        >>> backbone = SwinBackbone.from_huggingface("swin-tiny-patch4-window7-224/")
-        """
-        from keras_bigmodels.models.swin.huggingface import load_swin_backbone
-
-        return load_swin_backbone(cls, path, **overrides)[0]

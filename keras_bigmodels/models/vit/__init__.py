@@ -1,4 +1,7 @@
-"""Vision Transformer (Dosovitskiy et al. 2021): backbone, classifier, presets, HF import."""
+"""Vision Transformer (Dosovitskiy et al. 2021): backbone, presets, HF import.
+
+Classify images with `keras_bigmodels.models.ImageClassifier`.
+"""
 
 from keras_bigmodels.models.vit import config  # noqa: F401  (registers the presets)
 from keras_bigmodels.models.vit.backbone import (
@@ -6,4 +9,3 @@ from keras_bigmodels.models.vit.backbone import (
     ViTEmbedding,
     interpolate_position_embeddings,
 )
-from keras_bigmodels.models.vit.tasks import ViTImageClassifier

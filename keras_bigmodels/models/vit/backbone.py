@@ -148,6 +148,7 @@ class ViTBackbone(Backbone):
     """
 
     family = "vit"
+    huggingface_mapping = "keras_bigmodels.models.vit.huggingface"
 
     def __init__(self, image_size=224, patch_size=16, num_layers=12, num_heads=12,
                  hidden_dim=768, intermediate_dim=3072, num_channels=3, dropout=0.0,
@@ -275,19 +276,3 @@ class ViTBackbone(Backbone):
             x, s = self.get_layer(f"transformer_layer_{i}")(x, return_attention_scores=True)
             scores.append(s)
         return scores
-
-    @classmethod
-    def from_huggingface(cls, path, image_size=None, **overrides):
-        """Load a local HF `ViTModel` / `ViTForImageClassification` checkpoint directory.
-
-        Args:
-            path: directory with config.json and model.safetensors.
-            image_size: build for another resolution (positions interpolated bicubically).
-            overrides: constructor kwargs to change (e.g. `dropout`).
-
-        Example:
-        >>> backbone = ViTBackbone.from_huggingface("vit-base-patch16-224/")
-        """
-        from keras_bigmodels.models.vit.huggingface import load_vit_backbone
-
-        return load_vit_backbone(cls, path, image_size=image_size, **overrides)[0]

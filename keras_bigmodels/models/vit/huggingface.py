@@ -1,22 +1,23 @@
-"""Weight mapping from local HF ViT checkpoints (ViTModel, ViTForImageClassification)."""
+"""ViT weight names of local HF checkpoints (ViTModel, ViTForImageClassification).
 
-import numpy as np
+Name table only; the mapping helpers live in `keras_bigmodels.checkpoints`. HF keeps the
+class token as [1, 1, hidden] and the position table as [1, 1 + patches, hidden]: both
+are reshaped (stated) onto our [hidden] and [1 + patches, hidden].
+"""
 
-from keras_bigmodels.checkpoints import WeightLoader, read_checkpoint
+from keras_bigmodels.checkpoints import (WeightLoader, activation, check_model_type, conv,
+                                         dense, encoder_block, norm, pre_norm_block_names,
+                                         read_checkpoint)
 
-ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_approximate", "gelu_pytorch_tanh":
-               "gelu_approximate", "relu": "relu", "silu": "silu", "swish": "silu"}
+BLOCK = pre_norm_block_names("attention.attention")
 
 
-def vit_config_from_hf(config):
+def backbone_kwargs(config):
     """Our ViTBackbone kwargs from an HF ViTConfig dict."""
+    check_model_type(config, ("vit",), "ViTBackbone.from_huggingface")
     if not config.get("qkv_bias", True):
         raise ValueError("ViT checkpoints without query/key/value biases (qkv_bias=False) are "
                          "not supported.")
-    activation = config.get("hidden_act", "gelu")
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"Unsupported `hidden_act` {activation!r} in the checkpoint; supported: "
-                         f"{', '.join(ACTIVATIONS)}.")
     return {
         "image_size": config.get("image_size", 224),
         "patch_size": config.get("patch_size", 16),
@@ -26,65 +27,48 @@ def vit_config_from_hf(config):
         "intermediate_dim": config["intermediate_size"],
         "num_channels": config.get("num_channels", 3),
         "layer_norm_epsilon": config.get("layer_norm_eps", 1e-12),
-        "activation": ACTIVATIONS[activation],
+        "activation": activation(config),
     }
 
 
-def dense(loader, layer, name):
-    """nn.Linear [out, in] -> Dense/EinsumDense kernels (reshaped to the head layout)."""
-    loader.assign(layer.kernel, f"{name}.weight", lambda w: w.T)
-    if getattr(layer, "bias", None) is not None:
-        loader.assign(layer.bias, f"{name}.bias")
-
-
-def norm(loader, layer, name):
-    loader.assign(layer.gamma, f"{name}.weight")
-    loader.assign(layer.beta, f"{name}.bias")
-
-
-def conv(loader, layer, name):
-    """nn.Conv2d [out, in, kh, kw] -> Conv2D [kh, kw, in, out]."""
-    loader.assign(layer.kernel, f"{name}.weight", lambda w: np.transpose(w, (2, 3, 1, 0)))
-    loader.assign(layer.bias, f"{name}.bias")
-
-
-def encoder_block(loader, block, prefix, attention="attention.attention",
-                  attention_output="attention.output.dense"):
-    """An HF BERT-style pre-norm layer (ViT, Swin) onto a TransformerEncoderBlock."""
-    attn = block.self_attention
-    for ours, theirs in (("query_dense", "query"), ("key_dense", "key"),
-                         ("value_dense", "value")):
-        dense(loader, getattr(attn, ours), f"{prefix}.{attention}.{theirs}")
-    dense(loader, attn.output_dense, f"{prefix}.{attention_output}")
-    norm(loader, block.self_attention_norm, f"{prefix}.layernorm_before")
-    norm(loader, block.feedforward_norm, f"{prefix}.layernorm_after")
-    dense(loader, block.feedforward.intermediate, f"{prefix}.intermediate.dense")
-    dense(loader, block.feedforward.output_dense, f"{prefix}.output.dense")
-
-
-def assign_vit(backbone, loader):
+def assign_weights(backbone, loader):
+    """Every backbone variable from the checkpoint (the classifier head is left unread)."""
     embedding = backbone.get_layer("embedding")
-    loader.assign(embedding.cls_token, "embeddings.cls_token")
-    loader.assign(embedding.position_embedding.embeddings, "embeddings.position_embeddings")
+    loader.assign(embedding.cls_token, "embeddings.cls_token", reshape=True)
+    loader.assign(embedding.position_embedding.embeddings, "embeddings.position_embeddings",
+                  reshape=True)
     conv(loader, embedding.patch_embedding.patch_projection,
          "embeddings.patch_embeddings.projection")
     for i in range(backbone.num_layers):
-        encoder_block(loader, backbone.get_layer(f"transformer_layer_{i}"), f"encoder.layer.{i}")
+        encoder_block(loader, backbone.get_layer(f"transformer_layer_{i}"), f"encoder.layer.{i}",
+                      BLOCK)
     norm(loader, backbone.get_layer("final_norm"), "layernorm")
     if backbone.use_pooler:
         dense(loader, backbone.get_layer("pooler"), "pooler.dense")
 
 
-def load_vit_backbone(cls, path, image_size=None, ignore=(), **overrides):
+def read_backbone(cls, path, dtype=None, **overrides):
+    """(backbone, loader): a `cls` with the checkpoint's weights; `classifier.*` unread.
+
+    An `image_size` override other than the checkpoint's builds the checkpoint's model,
+    then resizes it (position table interpolated bicubically, as HF's
+    `interpolate_pos_encoding`).
+    """
     config, weights = read_checkpoint(path)
-    kwargs = vit_config_from_hf(config)
+    kwargs = backbone_kwargs(config)
     kwargs["use_pooler"] = "pooler.dense.weight" in weights or "vit.pooler.dense.weight" in weights
-    kwargs.update(overrides)
-    backbone = cls(**kwargs)
-    loader = WeightLoader(weights, prefixes=("vit.",),
-                          ignore=(r"classifier\..*", r"embeddings\.mask_token", *ignore))
-    assign_vit(backbone, loader)
-    loader.finish()
+    image_size = overrides.pop("image_size", None)
+    backbone = cls(**{**kwargs, **overrides}, dtype=dtype)
+    # The mask token serves masked-image pretraining, which these models do not do.
+    loader = WeightLoader(weights, prefixes=("vit.",), ignore=(r"embeddings\.mask_token",))
+    assign_weights(backbone, loader)
     if image_size is not None:
         backbone = backbone.with_image_size(image_size)
-    return backbone, config, loader
+    return backbone, loader
+
+
+def load_backbone(cls, path, dtype=None, **overrides):
+    """A `cls` with the checkpoint's weights (`Backbone.from_huggingface`); head ignored."""
+    backbone, loader = read_backbone(cls, path, dtype, **overrides)
+    loader.finish(ignore=(r"classifier\..*",))
+    return backbone

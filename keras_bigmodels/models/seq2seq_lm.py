@@ -1,0 +1,142 @@
+"""Seq2SeqLM: the task base of encoder-decoder language models (T5, BART); owns `generate()`."""
+
+import numpy as np
+from keras import ops
+
+from keras_bigmodels.backend import compile_function
+from keras_bigmodels.backend.decoding import own
+from keras_bigmodels.generation import beam_search, decode
+from keras_bigmodels.models.generative import GenerativeTask, bucket_length
+from keras_bigmodels.utils import check_positive_int
+
+
+class Seq2SeqLM(GenerativeTask):
+    """Base of encoder-decoder tasks: `generate()` encodes once, then decodes with a
+    self-attention cache and cross-attention keys/values computed once.
+
+    The decode protocol a subclass provides:
+
+    - `self.backbone` with `vocabulary_size`, `max_sequence_length` (encoder positions;
+      None if unlimited), `decoder_max_sequence_length` (optional, None if unlimited),
+      `encode(encoder_token_ids, encoder_padding_mask)` -> encoder outputs,
+      `initial_cache(encoder_outputs, encoder_padding_mask, max_length)` -> a nest whose
+      tensors' first axis is the batch (self-attention caches of zeros and the
+      cross-attention keys/values of `TransformerDecoderBlock.cross_attention_cache`), and
+      `call_with_cache(decoder_token_ids, cache, cache_update_index, encoder_padding_mask)`
+      -> `(hidden, cache)`;
+    - `logits_from_hidden(hidden)`; `decoder_start_token_id`, `eos_token_id`,
+      `pad_token_id` attributes; `self.tokenizer` (or None) for strings.
+
+    Example:
+    >>> t5 = T5Seq2SeqLM.from_preset("t5-small")
+    >>> t5.generate([[13, 8, 21, 1]], max_new_tokens=8, sampler="beam", num_beams=4)
+    """
+
+    decoder_start_token_id = 0
+    eos_token_id = None
+    pad_token_id = 0
+
+    def logits_from_hidden(self, hidden):
+        raise NotImplementedError(f"{type(self).__name__} must implement logits_from_hidden.")
+
+    def _generate_function(self, sampler, num_beams, stop_token_ids, pad_token_id,
+                           source_length, total_length, length_penalty, max_new_tokens):
+        key = ("seq2seq", sampler.key(), num_beams, stop_token_ids, pad_token_id,
+               source_length, total_length, length_penalty, max_new_tokens)
+
+        def build():
+            def generate(encoder_token_ids, encoder_padding_mask, token_ids, prompt_mask,
+                         uniform):
+                self._count_trace()
+                encoder_outputs = self.backbone.encode(encoder_token_ids, encoder_padding_mask)
+                # The encoder mask travels in the cache nest, so beam search repeats and
+                # reorders it with the keys/values it masks.
+                state = own((self.backbone.initial_cache(encoder_outputs, encoder_padding_mask,
+                                                         total_length),
+                             encoder_padding_mask))
+
+                def next_logits(ids, state, index):
+                    cache, mask = state
+                    hidden, cache = self.backbone.call_with_cache(ids, cache, index, mask)
+                    return ops.cast(self.logits_from_hidden(hidden), "float32"), (cache, mask)
+
+                if num_beams > 1:
+                    ids, _ = beam_search(next_logits, state, token_ids, prompt_mask, 1,
+                                         num_beams, stop_token_ids, pad_token_id,
+                                         length_penalty, max_new_tokens)
+                    return ids
+                return decode(next_logits, state, token_ids, prompt_mask, 1, sampler,
+                              stop_token_ids, uniform, pad_token_id, max_new_tokens)
+
+            return compile_function(generate, self.variables)
+
+        return self._compiled_function(key, build)
+
+    def generate(self, inputs, max_new_tokens=32, sampler="greedy", temperature=1.0,
+                 top_k=50, top_p=0.9, num_beams=4, length_penalty=1.0,
+                 stop_token_ids="auto", seed=None):
+        """Write an output sequence for each input sequence.
+
+        The decoder starts from `decoder_start_token_id`; each row stops after
+        `max_new_tokens` or at a stop token, exactly as it would decoded alone.
+
+        Args:
+            inputs: encoder inputs: a string or list of strings (needs a tokenizer; returns
+                strings), a list of id lists or a flat id list (returns id lists of the
+                generated tokens, start token excluded, cut after a stop token), or an int
+                array [batch, length] (returns an array [batch, max_new_tokens], padded
+                after a stop token).
+            max_new_tokens: tokens to generate per row.
+            sampler, temperature, top_k, top_p, num_beams, length_penalty, stop_token_ids,
+                seed: as in `CausalLM.generate` ("auto" stops at `eos_token_id`).
+
+        Example:
+        >>> t5.generate(["translate English to German: That is good."], max_new_tokens=16)
+        """
+        check_positive_int("max_new_tokens", max_new_tokens)
+        rows, kind = self._rows(inputs, name="inputs")
+        self._check_rows(rows, name="inputs")
+        start = self.decoder_start_token_id
+        vocabulary = self.backbone.vocabulary_size
+        if not isinstance(start, (int, np.integer)) or not 0 <= start < vocabulary:
+            raise ValueError(f"`decoder_start_token_id` must be an id in [0, {vocabulary - 1}]; "
+                             f"received {start!r}.")
+        stop_token_ids = self._stop_tokens(stop_token_ids)
+        pad_token_id = int(self.pad_token_id if self.pad_token_id is not None else 0)
+        step_sampler, beams, penalty = self._sampler(sampler, temperature, top_k, top_p,
+                                                     num_beams, length_penalty)
+        lengths = [len(r) for r in rows]
+        limit = self.backbone.max_sequence_length
+        if limit is not None and max(lengths) > limit:
+            raise ValueError(f"An input has {max(lengths)} tokens, more than the encoder's "
+                             f"max_sequence_length={limit}; truncate it.")
+        decoder_limit = getattr(self.backbone, "decoder_max_sequence_length", None)
+        if decoder_limit is not None and 1 + max_new_tokens > decoder_limit:
+            raise ValueError(f"max_new_tokens={max_new_tokens} exceeds the decoder's "
+                             f"{decoder_limit - 1} positions after the start token.")
+        source_length = bucket_length(max(lengths), self.generate_lengths_multiple, limit)
+        total_length = bucket_length(1 + max_new_tokens, self.generate_lengths_multiple,
+                                     decoder_limit)
+
+        encoder_ids = np.full((len(rows), source_length), pad_token_id, dtype="int32")
+        encoder_mask = np.zeros((len(rows), source_length), dtype=bool)
+        for i, row in enumerate(rows):
+            encoder_ids[i, :len(row)] = row
+            encoder_mask[i, :len(row)] = True
+        fill = stop_token_ids[0] if stop_token_ids else pad_token_id
+        buffer = np.full((len(rows), total_length), fill, dtype="int32")
+        buffer[:, 0] = start
+        prompt_mask = np.zeros((len(rows), total_length), dtype=bool)
+        prompt_mask[:, 0] = True
+        uniform = self._uniform(seed, len(rows), max_new_tokens)
+
+        function = self._generate_function(step_sampler, beams, stop_token_ids, fill,
+                                           source_length, total_length, penalty,
+                                           max_new_tokens)
+        output = function(ops.convert_to_tensor(encoder_ids),
+                          ops.convert_to_tensor(encoder_mask),
+                          ops.convert_to_tensor(buffer), ops.convert_to_tensor(prompt_mask),
+                          ops.convert_to_tensor(uniform))
+        output = ops.convert_to_numpy(output)
+        return self._format_outputs(output, [1] * len(rows), max_new_tokens, stop_token_ids, kind,
+                             keep_prompt=False)
