@@ -1,6 +1,8 @@
-"""Model families. Each family registers its presets on import."""
+"""The task bases and the model families (each registers its presets in its config.py)."""
 
-from keras_bigmodels.models.base import Backbone, Task
+from keras_bigmodels.models.base import Backbone, Task  # noqa: F401
+from keras_bigmodels.models.causal_lm import CausalLM  # noqa: F401
+from keras_bigmodels.models.seq2seq_lm import Seq2SeqLM  # noqa: F401
 from keras_bigmodels.models.image_classifier import ImageClassifier
 from keras_bigmodels.models.vit import ViTBackbone
 from keras_bigmodels.models.swin import SwinBackbone
@@ -9,4 +11,4 @@ from keras_bigmodels.models.bert import (AlbertBackbone, BertBackbone, BertClass
                                          BertTokenClassifier, RobertaBackbone)
 from keras_bigmodels.models.gpt import GPTBackbone, GPTCausalLM  # noqa: F401
 from keras_bigmodels.models.bart import BartBackbone  # noqa: F401
-from keras_bigmodels.models.t5 import T5Backbone  # noqa: F401
+from keras_bigmodels.models.t5 import T5Backbone, T5Seq2SeqLM  # noqa: F401
