@@ -220,3 +220,147 @@ def test_huggingface_errors(tmp_path):
     config_file.write_text(json.dumps({**saved, "d_ff": saved["d_ff"] * 2}))
     with pytest.raises(ValueError, match="DenseReluDense"):
         T5Backbone.from_huggingface(tmp_path)
+
+
+# T5Seq2SeqLM ----------------------------------------------------------------------------
+def hf_generate(reference, rows, max_new_tokens, num_beams=1, eos=True):
+    """transformers' generate on right-padded rows; the generated ids after the start id."""
+    import torch
+
+    length = max(len(r) for r in rows)
+    ids = np.zeros((len(rows), length), "int64")
+    mask = np.zeros((len(rows), length), "int64")
+    for i, row in enumerate(rows):
+        ids[i, :len(row)] = row
+        mask[i, :len(row)] = 1
+    kwargs = {} if eos else {"eos_token_id": None}
+    with torch.no_grad():
+        out = reference.generate(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
+                                 max_new_tokens=max_new_tokens, num_beams=num_beams,
+                                 do_sample=False, length_penalty=1.0, early_stopping=False,
+                                 min_length=0, **kwargs).numpy()
+    results = []
+    for row in out[:, 1:].tolist():
+        if eos and 1 in row:
+            row = row[:row.index(1)]
+        results.append(row)
+    return results
+
+
+@pytest.fixture(scope="module")
+def hf_pair(tmp_path_factory):
+    """(transformers reference, our T5Seq2SeqLM) of one v1.1 checkpoint."""
+    from keras_bigmodels.models.t5 import T5Seq2SeqLM
+
+    path = tmp_path_factory.mktemp("t5_v1_1")
+    # Equal encoder and decoder depths: transformers 5's generate sizes the decoder's
+    # cache by the encoder's `num_layers` (IndexError otherwise).
+    reference = save_hf_t5(path, dict(V1_1, num_decoder_layers=None), seed=3)
+    return reference, T5Seq2SeqLM.from_huggingface(path)
+
+
+RAGGED = [[5, 9, 13, 22, 7, 1], [40, 3, 1], [8, 8, 30, 61, 2, 17, 90, 33, 1]]
+
+
+def test_seq2seq_logits_equal_transformers(hf_pair):
+    reference, lm = hf_pair
+    inputs = backbone_inputs(source=12, target=10)
+    real = inputs["decoder_padding_mask"].astype(bool)
+    assert_close(to_numpy(lm(inputs))[real], hf_logits(reference, inputs)[real], atol=1e-4)
+
+
+def test_greedy_equals_transformers(hf_pair):
+    reference, lm = hf_pair
+    ours = lm.generate(RAGGED, max_new_tokens=12, stop_token_ids=None)
+    assert ours == hf_generate(reference, RAGGED, 12, eos=False)
+    # With T5's end id 1 (which a random model emits rarely) rows stop as in transformers.
+    assert lm.generate(RAGGED, max_new_tokens=12) == hf_generate(reference, RAGGED, 12)
+
+
+def test_beam_equals_transformers(hf_pair):
+    reference, lm = hf_pair
+    ours = lm.generate(RAGGED, max_new_tokens=10, sampler="beam", num_beams=3,
+                       stop_token_ids=None)
+    assert ours == hf_generate(reference, RAGGED, 10, num_beams=3, eos=False)
+
+
+def test_greedy_equals_uncached_argmax_loop():
+    from keras_bigmodels.models.t5 import T5Seq2SeqLM
+
+    lm = T5Seq2SeqLM(T5Backbone(**V1_0))
+    source = np.array([[5, 9, 13, 22, 7, 1]], "int32")
+    decoded = [lm.decoder_start_token_id]
+    for _ in range(6):
+        logits = to_numpy(lm({"encoder_token_ids": source,
+                              "encoder_padding_mask": np.ones_like(source),
+                              "decoder_token_ids": np.array([decoded], "int32"),
+                              "decoder_padding_mask": np.ones((1, len(decoded)), "int32")}))
+        decoded.append(int(np.argmax(logits[0, -1])))
+    assert lm.generate(source, max_new_tokens=6, stop_token_ids=None).tolist() == [decoded[1:]]
+
+
+def copy_task(num_rows, length=6, seed=0):
+    from keras_bigmodels.objectives.text_to_text import teacher_forcing_batch
+
+    rng = np.random.default_rng(seed)
+    rows = [list(rng.integers(2, 12, length)) + [1] for _ in range(num_rows)]
+    return teacher_forcing_batch(rows, rows, decoder_start_token_id=0)
+
+
+def test_fit_learns_to_copy_and_save_load(tmp_path):
+    from keras_bigmodels.models.t5 import T5Seq2SeqLM
+    from tests.testing import assert_saved_model_matches
+
+    lm = T5Seq2SeqLM(T5Backbone(**dict(V1_1, vocabulary_size=16)))
+    lm.compile(optimizer=keras.optimizers.AdamW(3e-3))
+    x, y, weights = copy_task(64)
+    history = lm.fit(x, y, sample_weight=weights, batch_size=16, epochs=16, verbose=0)
+    losses = history.history["loss"]
+    assert losses[-1] < 0.5 * losses[0], losses
+    clone = T5Seq2SeqLM.from_config(lm.get_config())
+    assert clone.get_config() == lm.get_config()
+    assert clone.backbone.count_params() == lm.backbone.count_params()
+    restored = assert_saved_model_matches(lm, {k: v[:2] for k, v in x.items()}, tmp_path)
+    assert restored.generate(x["encoder_token_ids"][:2], max_new_tokens=7).tolist() == \
+        lm.generate(x["encoder_token_ids"][:2], max_new_tokens=7).tolist()
+
+
+def test_bad_inputs():
+    from keras_bigmodels.models.t5 import T5Seq2SeqLM
+
+    backbone = T5Backbone(**V1_0)
+    lm = T5Seq2SeqLM(backbone)
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        lm.generate([[3, VOCAB]], max_new_tokens=2)
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        lm.generate([[-1, 4]], max_new_tokens=2)
+    with pytest.raises(ValueError, match="empty"):
+        lm.generate([], max_new_tokens=2)
+    with pytest.raises(ValueError, match="at least one token"):
+        lm.generate([[4, 5], []], max_new_tokens=2)
+    with pytest.raises(ValueError, match="decoder_start_token_id"):
+        T5Seq2SeqLM(backbone, decoder_start_token_id=VOCAB)
+    with pytest.raises(ValueError, match="eos_token_id"):
+        T5Seq2SeqLM(backbone, eos_token_id=-1)
+    with pytest.raises(ValueError, match="encoder_only"):
+        T5Seq2SeqLM(T5Backbone(**dict(V1_0, encoder_only=True)))
+    bad = backbone_inputs()
+    bad["decoder_token_ids"][0, 0] = VOCAB + 3
+    with pytest.raises(ValueError, match="decoder_token_ids"):
+        lm.predict(bad, verbose=0)
+
+
+@pytest.mark.parametrize("config", [V1_0, V1_1], ids=["v1_0", "v1_1"])
+def test_fused_output_loss_equals_the_logits_loss(config):
+    from keras_bigmodels.models.t5 import T5Seq2SeqLM
+
+    x, y, weights = copy_task(8)
+    losses = []
+    for fused in (True, False):
+        keras.utils.set_random_seed(0)
+        lm = T5Seq2SeqLM(T5Backbone(**config))
+        # A zero learning rate: the reported loss is the initial weights' loss.
+        lm.compile(optimizer=keras.optimizers.SGD(0.0), fused_loss=fused)
+        history = lm.fit(x, y, sample_weight=weights, batch_size=8, epochs=1, verbose=0)
+        losses.append(history.history["loss"][0])
+    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)

@@ -15,37 +15,33 @@ always did, `tie_word_embeddings` (True for T5 v1.0).
 
 import numpy as np
 
-from keras_bigmodels.checkpoints import WeightLoader, read_checkpoint
+from keras_bigmodels.checkpoints import (
+    WeightLoader,
+    activation,
+    attention,
+    check_model_type,
+    dense,
+    embedding,
+    norm,
+    read_checkpoint,
+)
 
+# mT5 is T5 v1.1 with a larger vocabulary; umt5 (a per-layer position bias) is not read.
 MODEL_TYPES = ("t5", "mt5")
-# HF activation names (ACT2FN) -> ours.
-ACTIVATIONS = {"relu": "relu", "gelu_new": "gelu_approximate",
-               "gelu_pytorch_tanh": "gelu_approximate", "gelu": "gelu", "silu": "silu",
-               "swish": "silu"}
-
-
-def check_model_type(config):
-    model_type = config.get("model_type")
-    if model_type not in MODEL_TYPES:
-        raise ValueError(
-            f"Unsupported model_type {model_type!r} in config.json; T5 from_huggingface "
-            f"reads {', '.join(repr(t) for t in MODEL_TYPES)} (T5ForConditionalGeneration, "
-            "MT5ForConditionalGeneration, T5EncoderModel).")
-    return model_type
+READER = "T5Backbone/T5Seq2SeqLM.from_huggingface"
 
 
 def _activation(config):
+    """(activation, gated) of `feed_forward_proj`: "ACT" or "gated-ACT"."""
     projection = config.get("feed_forward_proj", "relu")
     parts = projection.split("-")
     if len(parts) > 2 or (len(parts) == 2 and parts[0] != "gated"):
-        raise ValueError(f"Unsupported feed_forward_proj {projection!r}; expected "
-                         "'ACT' or 'gated-ACT'.")
+        raise ValueError(f"Unsupported `feed_forward_proj` {projection!r} in config.json; "
+                         "expected 'ACT' or 'gated-ACT' (e.g. 'relu', 'gated-gelu').")
     # transformers' own rule: "gated-gelu" means the tanh approximation (gelu_new).
     name = "gelu_new" if projection == "gated-gelu" else parts[-1]
-    if name not in ACTIVATIONS:
-        raise ValueError(f"Unsupported feed-forward activation {name!r} (feed_forward_proj "
-                         f"{projection!r}); known: {', '.join(ACTIVATIONS)}.")
-    return ACTIVATIONS[name], len(parts) == 2
+    gated = len(parts) == 2
+    return activation({**config, "feed_forward_proj": name}, "feed_forward_proj"), gated
 
 
 def has_decoder(weights):
@@ -65,8 +61,8 @@ def untied_head(config, weights):
 
 def backbone_kwargs(config, weights):
     """T5Backbone kwargs of an HF T5Config dict and its checkpoint's weight names."""
-    check_model_type(config)
-    activation, gated = _activation(config)
+    check_model_type(config, MODEL_TYPES, READER)
+    feedforward_activation, gated = _activation(config)
     encoder_only = not has_decoder(weights)
     scale = config.get("scale_decoder_outputs")
     if scale is None:
@@ -80,7 +76,7 @@ def backbone_kwargs(config, weights):
         "key_dim": config.get("d_kv", 64),
         "num_decoder_layers": None if encoder_only else (
             config.get("num_decoder_layers") or config["num_layers"]),
-        "activation": activation,
+        "activation": feedforward_activation,
         "gated": gated,
         "dropout": config.get("dropout_rate", 0.1),
         "layer_norm_epsilon": config.get("layer_norm_epsilon", 1e-6),
@@ -92,28 +88,17 @@ def backbone_kwargs(config, weights):
     }
 
 
-def _linear(shape_in, shape_out):
-    """nn.Linear [out, in] -> a Keras kernel [*shape_in, *shape_out]."""
-    return lambda w: w.T.reshape(*shape_in, *shape_out)
+def _attention(loader, layer, prefix):
+    attention(loader, layer, *(f"{prefix}.{name}" for name in "qkvo"))
 
 
-def _assign_attention(loader, attention, prefix, hidden, heads, head_dim):
-    for dense, name in ((attention.query_dense, "q"), (attention.key_dense, "k"),
-                        (attention.value_dense, "v")):
-        loader.assign(dense.kernel, f"{prefix}.{name}.weight",
-                      _linear((hidden,), (heads, head_dim)))
-    loader.assign(attention.output_dense.kernel, f"{prefix}.o.weight",
-                  _linear((heads, head_dim), (hidden,)))
-
-
-def _assign_feedforward(loader, feedforward, prefix, gated):
-    transpose = np.transpose
-    if gated:
-        loader.assign(feedforward.intermediate_gate.kernel, f"{prefix}.wi_0.weight", transpose)
-        loader.assign(feedforward.intermediate.kernel, f"{prefix}.wi_1.weight", transpose)
+def _feedforward(loader, feedforward, prefix, gated):
+    if gated:  # act(wi_0 x) * (wi_1 x)
+        dense(loader, feedforward.intermediate_gate, f"{prefix}.wi_0")
+        dense(loader, feedforward.intermediate, f"{prefix}.wi_1")
     else:
-        loader.assign(feedforward.intermediate.kernel, f"{prefix}.wi.weight", transpose)
-    loader.assign(feedforward.output_dense.kernel, f"{prefix}.wo.weight", transpose)
+        dense(loader, feedforward.intermediate, f"{prefix}.wi")
+    dense(loader, feedforward.output_dense, f"{prefix}.wo")
 
 
 def load_weights(backbone, weights):
@@ -124,34 +109,31 @@ def load_weights(backbone, weights):
     elif backbone.tie_embeddings:
         ignore.append(r"lm_head\.weight")  # checked equal to `shared` by `untied_head`
     loader = WeightLoader(weights, ignore=ignore)
-    hidden, heads, head_dim = backbone.hidden_dim, backbone.num_heads, backbone.head_dim
-    loader.assign(backbone.token_embedding.embeddings, "shared.weight")
+    embedding(loader, backbone.token_embedding, "shared")
     stacks = [("encoder", backbone.encoder_layers, backbone.encoder_position_bias,
                backbone.encoder_final_norm)]
     if not backbone.encoder_only:
         stacks.append(("decoder", backbone.decoder_layers, backbone.decoder_position_bias,
                        backbone.decoder_final_norm))
     for stack, blocks, position_bias, final_norm in stacks:
-        loader.assign(position_bias.embeddings,
-                      f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight")
+        # [buckets, heads] in both.
+        embedding(loader, position_bias,
+                  f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias")
         for i, block in enumerate(blocks):
             prefix = f"{stack}.block.{i}.layer"
-            _assign_attention(loader, block.self_attention, f"{prefix}.0.SelfAttention",
-                              hidden, heads, head_dim)
-            loader.assign(block.self_attention_norm.scale, f"{prefix}.0.layer_norm.weight")
+            _attention(loader, block.self_attention, f"{prefix}.0.SelfAttention")
+            norm(loader, block.self_attention_norm, f"{prefix}.0.layer_norm")
             feedforward_index = 1
             if stack == "decoder":
-                _assign_attention(loader, block.cross_attention, f"{prefix}.1.EncDecAttention",
-                                  hidden, heads, head_dim)
-                loader.assign(block.cross_attention_norm.scale, f"{prefix}.1.layer_norm.weight")
+                _attention(loader, block.cross_attention, f"{prefix}.1.EncDecAttention")
+                norm(loader, block.cross_attention_norm, f"{prefix}.1.layer_norm")
                 feedforward_index = 2
-            _assign_feedforward(loader, block.feedforward,
-                                f"{prefix}.{feedforward_index}.DenseReluDense", backbone.gated)
-            loader.assign(block.feedforward_norm.scale,
-                          f"{prefix}.{feedforward_index}.layer_norm.weight")
-        loader.assign(final_norm.scale, f"{stack}.final_layer_norm.weight")
+            _feedforward(loader, block.feedforward,
+                         f"{prefix}.{feedforward_index}.DenseReluDense", backbone.gated)
+            norm(loader, block.feedforward_norm, f"{prefix}.{feedforward_index}.layer_norm")
+        norm(loader, final_norm, f"{stack}.final_layer_norm")
     if not backbone.encoder_only and not backbone.tie_embeddings:
-        loader.assign(backbone.output_token_embedding.embeddings, "lm_head.weight")
+        embedding(loader, backbone.output_token_embedding, "lm_head")  # [vocab, hidden]
     loader.finish()
 
 
