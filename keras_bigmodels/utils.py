@@ -38,8 +38,11 @@ def concrete_numpy(x):
         return None
 
 
-def check_token_ids(token_ids, vocabulary_size, name="token_ids"):
-    """Raise a clear error for token ids outside [0, vocabulary_size) when they are concrete."""
+def check_token_ids(token_ids, vocabulary_size, name="token_ids", size_name="vocabulary_size"):
+    """Raise a clear error for token ids outside [0, vocabulary_size) when they are concrete.
+
+    `size_name` names the table size in the message (e.g. "num_segments" for segment ids).
+    """
     values = concrete_numpy(token_ids)
     if values is None or values.size == 0:
         return
@@ -48,9 +51,10 @@ def check_token_ids(token_ids, vocabulary_size, name="token_ids"):
     low, high = int(values.min()), int(values.max())
     if low < 0 or high >= vocabulary_size:
         bad = high if high >= vocabulary_size else low
+        table = "the vocabulary" if size_name == "vocabulary_size" else "its table"
         raise ValueError(
-            f"`{name}` holds id {bad}, outside the vocabulary: ids must be in "
-            f"[0, {vocabulary_size - 1}] (vocabulary_size={vocabulary_size})."
+            f"`{name}` holds id {bad}, outside {table}: ids must be in "
+            f"[0, {vocabulary_size - 1}] ({size_name}={vocabulary_size})."
         )
 
 

@@ -122,6 +122,21 @@ def torch_ddp_model(model, **kwargs):
     return torch_backend.torch_ddp_model(model, **kwargs)
 
 
+def checked_tf_dataset(dataset, prepare):
+    """`dataset` with a host-side numpy check of each element (any Keras backend: the user
+    already has TensorFlow loaded); see `tensorflow_backend.checked_tf_dataset`."""
+    from keras_bigmodels.backend import tensorflow_backend
+
+    return tensorflow_backend.checked_tf_dataset(dataset, prepare)
+
+
+def checked_torch_dataloader(loader, check):
+    """A torch `DataLoader` over `loader`'s batches, each passed to `check` first."""
+    from keras_bigmodels.backend import torch_backend
+
+    return torch_backend.checked_torch_dataloader(loader, check)
+
+
 def ddp_train_step(ddp_model, model, optimizer, loss_fn, x, y):
     from keras_bigmodels.backend import torch_backend
 

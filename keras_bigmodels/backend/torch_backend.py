@@ -140,3 +140,23 @@ def ddp_train_step(ddp_model, model, optimizer, loss_fn, x, y):
     global_loss = loss.detach().clone()
     torch.distributed.all_reduce(global_loss)
     return float(global_loss) / torch.distributed.get_world_size()
+
+
+class _CheckedIterable(torch.utils.data.IterableDataset):
+    def __init__(self, loader, check):
+        self.loader = loader
+        self.check = check
+
+    def __iter__(self):
+        for batch in self.loader:
+            self.check(batch)
+            yield batch
+
+    def __len__(self):
+        return len(self.loader)
+
+
+def checked_torch_dataloader(loader, check):
+    """A `DataLoader` yielding `loader`'s batches after `check(batch)` (host-side, raises
+    on a bad batch); `batch_size=None` passes the already-collated batches through."""
+    return torch.utils.data.DataLoader(_CheckedIterable(loader, check), batch_size=None)

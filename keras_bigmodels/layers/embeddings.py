@@ -164,6 +164,11 @@ class TransformerEmbedding(keras.layers.Layer):
         if self.num_segments:
             if segment_ids is None:
                 segment_ids = ops.zeros_like(token_ids)
+            elif not training and not in_eager_decoding():
+                # Out of range, a segment id reads NaN (JAX), fails without the argument's
+                # name (TensorFlow, PyTorch) or, inside compiled steps, clamps silently.
+                check_token_ids(segment_ids, self.num_segments, name="segment_ids",
+                                size_name="num_segments")
             x = x + invoke(self.segment_embedding, segment_ids)
         if self.layer_norm:
             x = invoke(self.embedding_norm, x)

@@ -164,6 +164,41 @@ class BertBackbone(Backbone):
         """The token table, shared with the tied MLM output layer."""
         return self.embeddings.token_embedding
 
+    def check_inputs(self, inputs):
+        """Raise a clear ValueError when `inputs` lacks one of the three id inputs.
+
+        Keras' own message does not say what to pass; a single-segment input still needs
+        its `segment_ids` (zeros), as the graph adds the segment embedding of every token.
+
+        Example:
+        >>> backbone.check_inputs({"token_ids": ids, "padding_mask": ids > 0})
+        Traceback (most recent call last):
+        ValueError: BertBackbone needs `segment_ids` ...
+        """
+        names = ("token_ids", "segment_ids", "padding_mask")
+        if not isinstance(inputs, dict):
+            return  # a list in input order, or symbolic inputs while building a task
+        missing = [name for name in names if name not in inputs]
+        if not missing:
+            return
+        allowed = {
+            "token_ids": f"ints in [0, {self.vocabulary_size})",
+            "segment_ids": f"ints in [0, {max(self.num_segments, 1)}): the sentence (A/B) "
+                           "of each token, all zeros for single-segment inputs",
+            "padding_mask": "1 for real tokens, 0 for padding",
+        }
+        details = "; ".join(f"`{name}`: {allowed[name]}" for name in missing)
+        raise ValueError(
+            f"{type(self).__name__} needs a dict of `token_ids`, `segment_ids` and "
+            f"`padding_mask`, each [batch, length]; missing {details}. Received keys "
+            f"{sorted(inputs)}."
+        )
+
+    def __call__(self, *args, **kwargs):
+        # Before Keras' input-spec check, whose message does not say what to pass.
+        self.check_inputs(args[0] if args else kwargs.get("inputs"))
+        return super().__call__(*args, **kwargs)
+
     def get_config(self):
         config = super().get_config()
         config.update(

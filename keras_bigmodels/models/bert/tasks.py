@@ -5,6 +5,7 @@ from keras import ops
 
 from keras_bigmodels.layers.heads import MaskedLMHead
 from keras_bigmodels.models.base import Task
+from keras_bigmodels.models.inputs import LengthOf
 from keras_bigmodels.models.bert.backbone import BertBackbone
 from keras_bigmodels.losses import SparseCrossEntropy
 from keras_bigmodels.utils import check_in, check_positive_int
@@ -45,6 +46,16 @@ class _BertTask(Task):
         self.freeze_backbone = freeze_backbone
         if freeze_backbone:
             backbone.trainable = False
+
+    def input_ranges(self):
+        return {"token_ids": (0, self.backbone.vocabulary_size),
+                "segment_ids": (0, max(self.backbone.num_segments, 1)),
+                "padding_mask": (0, 2)}
+
+    def __call__(self, *args, **kwargs):
+        # Before Keras' input-spec check, whose message does not say what to pass.
+        self.backbone.check_inputs(args[0] if args else kwargs.get("inputs"))
+        return super().__call__(*args, **kwargs)
 
 
 @keras.saving.register_keras_serializable(package="keras_bigmodels")
@@ -158,6 +169,15 @@ class BertPretrainer(_BertTask):
         config.update(sentence_task=self.sentence_task, freeze_backbone=self.freeze_backbone)
         return config
 
+    def input_ranges(self):
+        return {**super().input_ranges(), "mask_positions": (0, LengthOf("token_ids"))}
+
+    def label_range(self):
+        labels = {"mlm": (0, self.backbone.vocabulary_size)}
+        if self.sentence_task:
+            labels[self.sentence_task] = (0, 2)
+        return labels
+
 
 CLASSIFIER_HEADS = ("pooler", "roberta")
 # Hugging Face sequence classifiers that `BertClassifier.from_huggingface` reads, and the
@@ -269,6 +289,9 @@ class BertClassifier(_BertTask):
                       freeze_backbone=self.freeze_backbone)
         return config
 
+    def label_range(self):
+        return (0, self.num_classes)
+
 
 @keras.saving.register_keras_serializable(package="keras_bigmodels")
 class BertTokenClassifier(_BertTask):
@@ -335,6 +358,11 @@ class BertTokenClassifier(_BertTask):
         config.update(num_classes=self.num_classes, dropout=self.dropout,
                       freeze_backbone=self.freeze_backbone)
         return config
+
+    def label_range(self):
+        # A loss compiled with `ignore_class` (e.g. Hugging Face's -100 on sub-word
+        # continuations) also allows that value; see `Task.label_range`.
+        return (0, self.num_classes)
 
 
 @keras.saving.register_keras_serializable(package="keras_bigmodels")
@@ -405,3 +433,7 @@ class BertQuestionAnswerer(_BertTask):
         config = super().get_config()
         config.update(freeze_backbone=self.freeze_backbone)
         return config
+
+    def label_range(self):
+        position = (0, LengthOf("token_ids"))
+        return {"start_logits": position, "end_logits": position}
