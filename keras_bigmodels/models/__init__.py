@@ -10,5 +10,5 @@ from keras_bigmodels.models.bert import (AlbertBackbone, BertBackbone, BertClass
                                          BertPretrainer, BertQuestionAnswerer,
                                          BertTokenClassifier, RobertaBackbone)
 from keras_bigmodels.models.gpt import GPTBackbone, GPTCausalLM  # noqa: F401
-from keras_bigmodels.models.bart import BartBackbone  # noqa: F401
+from keras_bigmodels.models.bart import BartBackbone, BartSeq2SeqLM  # noqa: F401
 from keras_bigmodels.models.t5 import T5Backbone, T5Seq2SeqLM  # noqa: F401

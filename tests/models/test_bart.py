@@ -31,7 +31,7 @@ def _inputs(batch=2, source=11, target=7, seed=0):
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    """A random-init transformers BART, every layer norm and final_logits_bias perturbed."""
+    """A random-init transformers BART, every norm, bias and final_logits_bias perturbed."""
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     config = transformers.BartConfig(
@@ -43,12 +43,13 @@ def checkpoint(tmp_path_factory):
     perturbed = 0
     with torch.no_grad():
         for name, parameter in reference.named_parameters():
-            if "layer_norm" in name or "layernorm" in name:
+            if "norm" in name or name.endswith(".bias"):
                 parameter.add_(torch.randn_like(parameter) * 0.3)
                 perturbed += 1
         reference.final_logits_bias.add_(torch.randn_like(reference.final_logits_bias))
-    # 2 embedding norms + 2 per encoder block + 3 per decoder block, weight and bias each.
-    assert perturbed == 2 * (2 + 2 * 2 + 3 * 2)
+    # Norm weights and biases: 2 embedding norms + 2 per encoder block + 3 per decoder
+    # block; projection biases: 6 per encoder block (q, k, v, out, fc1, fc2), 10 per decoder.
+    assert perturbed == 2 * (2 + 2 * 2 + 3 * 2) + 2 * 6 + 2 * 10
     path = tmp_path_factory.mktemp("bart")
     reference.save_pretrained(path)
     return path, reference
@@ -153,3 +154,113 @@ def test_config_and_keras_round_trip(tmp_path):
     assert restored.num_layers == 1 and restored.count_params() == backbone.count_params()
     assert isinstance(keras.saving.deserialize_keras_object(
         keras.saving.serialize_keras_object(backbone)), BartBackbone)
+
+
+# ---- BartSeq2SeqLM ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def lively_checkpoint(tmp_path_factory):
+    """A transformers BART with large random weights, so greedy and beam outputs vary."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    config = transformers.BartConfig(
+        vocab_size=VOCAB, d_model=32, encoder_layers=2, decoder_layers=2,
+        encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64,
+        decoder_ffn_dim=64, max_position_embeddings=MAX_POSITIONS, init_std=1.0)
+    torch.manual_seed(1)
+    reference = transformers.BartForConditionalGeneration(config).eval()
+    with torch.no_grad():
+        for name, parameter in reference.named_parameters():
+            if "norm" in name or name.endswith(".bias"):
+                parameter.add_(torch.randn_like(parameter) * 0.3)
+        reference.final_logits_bias.add_(torch.randn_like(reference.final_logits_bias) * 0.1)
+    path = tmp_path_factory.mktemp("bart_lively")
+    reference.save_pretrained(path)
+    return path, reference
+
+
+def _hf_generate(reference, rows, max_new_tokens, num_beams, eos_token_id=None):
+    import torch
+
+    width = max(len(r) for r in rows)
+    ids = np.ones((len(rows), width), "int64")
+    mask = np.zeros((len(rows), width), "int64")
+    for i, row in enumerate(rows):
+        ids[i, :len(row)], mask[i, :len(row)] = row, 1
+    with torch.no_grad():
+        out = reference.generate(
+            torch.tensor(ids), attention_mask=torch.tensor(mask), max_new_tokens=max_new_tokens,
+            do_sample=False, num_beams=num_beams, eos_token_id=eos_token_id, pad_token_id=1,
+            forced_eos_token_id=None, forced_bos_token_id=None, no_repeat_ngram_size=0,
+            min_length=0, length_penalty=1.0, early_stopping=True)
+    return out.numpy()[:, 1:]  # drop the decoder start token
+
+
+def test_task_logits_match_transformers(checkpoint):
+    from keras_bigmodels.models.bart import BartSeq2SeqLM
+
+    path, reference = checkpoint
+    lm = BartSeq2SeqLM.from_huggingface(path)
+    assert (lm.decoder_start_token_id, lm.eos_token_id, lm.pad_token_id) == (2, 2, 1)
+    inputs = _inputs(seed=3)
+    assert_close(lm(inputs), _reference_logits(reference, inputs), atol=1e-4, rtol=1e-4)
+
+
+def test_greedy_and_beam_equal_transformers(lively_checkpoint):
+    from keras_bigmodels.models.bart import BartSeq2SeqLM
+
+    path, reference = lively_checkpoint
+    lm = BartSeq2SeqLM.from_huggingface(path)
+    rng = np.random.default_rng(0)
+    rows = [[0, *rng.integers(3, VOCAB, 9), 2], [0, *rng.integers(3, VOCAB, 5), 2],
+            [0, *rng.integers(3, VOCAB, 7), 2]]
+    greedy = lm.generate(rows, max_new_tokens=8, stop_token_ids=None)
+    expected = _hf_generate(reference, rows, 8, num_beams=1)
+    np.testing.assert_array_equal(np.asarray(greedy), expected)
+    assert len({tuple(r) for r in greedy}) > 1  # the outputs are not one degenerate string
+    beam = lm.generate(rows, max_new_tokens=8, stop_token_ids=None, sampler="beam", num_beams=3)
+    np.testing.assert_array_equal(np.asarray(beam), _hf_generate(reference, rows, 8, 3))
+
+
+def test_fit_lowers_the_loss_on_denoising_and_saves(tmp_path):
+    from keras_bigmodels.models.bart import BartSeq2SeqLM
+    from keras_bigmodels.objectives.denoising import BartDenoising
+
+    backbone = BartBackbone(**{**TINY, "max_sequence_length": 16}, dropout=0.0)
+    lm = BartSeq2SeqLM(backbone)
+    lm.compile(optimizer=keras.optimizers.Adam(3e-3))
+    rng = np.random.default_rng(0)
+    # Documents drawn from a few fixed sentences: learnable to reconstruct from noise.
+    sentences = [list(rng.integers(5, VOCAB, 12)) for _ in range(4)]
+    documents = [sentences[i % 4] for i in range(64)]
+    data = BartDenoising(documents, max_length=16, mask_token_id=3, seed=0)
+    x, y, weight = data.batch(np.arange(64), epoch=0)
+    history = lm.fit(x, y, sample_weight=weight, batch_size=16, epochs=12, verbose=0)
+    losses = history.history["loss"]
+    assert losses[-1] < 0.5 * losses[0], losses
+
+    restored = assert_saved_model_matches(lm, {k: v[:2] for k, v in x.items()}, tmp_path)
+    assert isinstance(restored, BartSeq2SeqLM) and restored.pad_token_id == 1
+    rows = [list(r[m.astype(bool)]) for r, m in zip(x["encoder_token_ids"][:2],
+                                                     x["encoder_padding_mask"][:2])]
+    assert restored.generate(rows, max_new_tokens=5) == lm.generate(rows, max_new_tokens=5)
+
+
+def test_task_bad_inputs_raise_clear_errors():
+    from keras_bigmodels.models.bart import BartSeq2SeqLM
+
+    lm = BartSeq2SeqLM(BartBackbone(**TINY))
+    with pytest.raises(ValueError, match="max_sequence_length=24"):
+        lm.generate([list(range(3, 3 + MAX_POSITIONS + 1))], max_new_tokens=2)
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        lm.generate([[0, VOCAB + 5, 2]], max_new_tokens=2)
+    with pytest.raises(ValueError, match="at least one token"):
+        lm.generate([[0, 5], []], max_new_tokens=2)
+    with pytest.raises(ValueError, match="decoder_start_token_id"):
+        BartSeq2SeqLM(BartBackbone(**TINY), decoder_start_token_id=VOCAB)
+    with pytest.raises(ValueError, match="decoder's"):
+        lm.generate([[0, 5, 2]], max_new_tokens=MAX_POSITIONS)
+    x = _inputs()
+    x["decoder_token_ids"][0, 0] = -1
+    with pytest.raises(ValueError, match="decoder_token_ids"):
+        lm.fit(x, x["decoder_token_ids"].clip(0), epochs=1, verbose=0)

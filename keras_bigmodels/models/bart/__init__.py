@@ -3,3 +3,4 @@
 from keras_bigmodels.models.bart import config  # noqa: F401  (registers the presets)
 from keras_bigmodels.models.bart.backbone import (BartBackbone, BartEmbedding,  # noqa: F401
                                                   FinalLogitsBias)
+from keras_bigmodels.models.bart.tasks import BartSeq2SeqLM  # noqa: F401

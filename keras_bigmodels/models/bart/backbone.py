@@ -231,6 +231,8 @@ class BartBackbone(Backbone):
         self.hidden_dim = hidden_dim
         self.intermediate_dim = intermediate_dim
         self.max_sequence_length = max_sequence_length
+        # The decoder has as many learned positions as the encoder.
+        self.decoder_max_sequence_length = max_sequence_length
         self.key_dim = key_dim
         self.activation = activation
         self.dropout = dropout
