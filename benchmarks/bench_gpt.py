@@ -285,7 +285,8 @@ def scaling(args):
     grid = SCALING_GRIDS[args.grid]
     frameworks = {"transformers": "torch"}
     peaks = harness.measure_peaks([frameworks.get(n, args.backend) for n in args.contenders],
-                                  args.tuning, args.backend, args.peak_flops)
+                                  args.tuning, args.backend, args.peak_flops,
+                                  args.torch_threads)
     runs = []
     for axis, value, kwargs, flops in scaling_points(grid, args):
         print(f"== {axis} = {value}", flush=True)

@@ -140,7 +140,9 @@ def add_arguments(parser, rounds=3, steps=3, warmup=2):
     parser.add_argument("--peak-flops", type=float, default=None,
                         help="use this FLOP/s peak for every framework instead of measuring")
     parser.add_argument("--torch-threads", type=int, default=None,
-                        help="torch intra-op threads in every worker (default: torch's)")
+                        help="torch intra-op threads in every torch worker (default: "
+                             "torch's, one per core); 1 only on an oversubscribed CPU, "
+                             "where OpenMP's waiting threads slow torch many-fold")
     parser.add_argument("--output", default=None, help="JSON path (default: results/...)")
     return parser
 
@@ -249,7 +251,8 @@ def _worker_main():
         sys.path.insert(0, spec["source_root"])
     sys.path.insert(0, BENCHMARKS_DIR)
     try:
-        set_torch_threads(spec.get("torch_threads"))
+        if spec["framework"] == "torch" or spec["backend"] == "torch":
+            set_torch_threads(spec.get("torch_threads"))
         module = importlib.import_module(spec["module"])
         measures, info = getattr(module, spec["function"])(**spec["kwargs"])
     except Exception as error:  # reported, so the other contenders still run
@@ -301,6 +304,8 @@ def _peak_main(framework, sizes):
     protocol = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
     apply_process_tuning(os.environ.get("HARNESS_TUNING", "none"), framework, True)
+    if framework == "torch" and os.environ.get("HARNESS_TORCH_THREADS"):
+        set_torch_threads(int(os.environ["HARNESS_TORCH_THREADS"]))
     best, runs = 0.0, []
     for size, repeats in sizes:
         matmul = _matmul_function(framework, size)
@@ -426,7 +431,7 @@ def library_versions():
     return versions
 
 
-def measure_peaks(frameworks, tuning, backend, given=None):
+def measure_peaks(frameworks, tuning, backend, given=None, torch_threads=None):
     """{framework: {"flops_per_second", "source", ...}}: a matmul per framework, or `given`."""
     peaks = {}
     for framework in sorted(set(frameworks)):
@@ -435,6 +440,8 @@ def measure_peaks(frameworks, tuning, backend, given=None):
             continue
         environment = worker_environment(tuning, framework)
         environment["HARNESS_TUNING"] = tuning
+        if torch_threads:
+            environment["HARNESS_TORCH_THREADS"] = str(torch_threads)
         sizes = "2048x8,4096x2"
         process = subprocess.run(
             [sys.executable, os.path.abspath(__file__), "--peak", framework, sizes],
@@ -542,7 +549,8 @@ def _run(benchmark, contenders, args, config, flops_per_unit, measure_order, out
           f"{args.steps} steps (+{args.warmup} warm-up), load {os.getloadavg()[0]:.2f}",
           flush=True)
     results["peak_flops"] = peaks or measure_peaks(
-        [c.framework for c in contenders], args.tuning, args.backend, args.peak_flops)
+        [c.framework for c in contenders], args.tuning, args.backend, args.peak_flops,
+        args.torch_threads)
     for framework, peak in results["peak_flops"].items():
         print(f"  peak {framework}: {(peak['flops_per_second'] or 0) / 1e9:.0f} GFLOP/s",
               flush=True)
@@ -551,7 +559,7 @@ def _run(benchmark, contenders, args, config, flops_per_unit, measure_order, out
     for contender in contenders:
         spec = {"module": contender.module, "function": contender.function,
                 "kwargs": contender.kwargs, "library": contender.library,
-                "backend": args.backend, "tuning": args.tuning,
+                "framework": contender.framework, "backend": args.backend, "tuning": args.tuning,
                 "source_root": contender.source_root or REPOSITORY_ROOT,
                 "torch_threads": args.torch_threads}
         if contender.library not in ("ours",):

@@ -52,10 +52,36 @@ All scripts run through `harness.py`:
 - **MFU** = achieved model FLOP/s over a peak measured at the start of the run (the best of
   several float32 matmuls, per framework: a transformers row uses torch's). The harness
   never prints an MFU above 1: it records the count as wrong instead.
+- **Before/after a change**: `--baseline-ref <commit>` adds our library at that commit
+  (checked out in a temporary `git worktree`) as one more contender, alternating with the
+  current tree in the same run, e.g. `python benchmarks/bench_gpt.py --backend jax
+  --contenders ours --baseline-ref HEAD~1 --generate-batches --num-beams 0`.
 - Each JSON holds the commit (and the files modified at run time: the checkout is shared),
   date, machine, library versions, load average before, during and after, config, steps,
   warm-up and every step's seconds. **The CPU is shared**: a load average above the core
   count means other work ran at the same time, and the ranges widen accordingly.
+"""
+
+
+RERUN = """\
+## Rerunning everything
+
+Each command writes `results/<benchmark>_<backend>_<tuning>.json`; then
+`python benchmarks/render.py` rewrites this file and prints the root README's summary.
+
+```bash
+for backend in jax tensorflow torch; do
+  for tuning in ours none; do
+    python benchmarks/bench_attention.py --backend $backend --tuning $tuning
+    python benchmarks/bench_gpt.py --backend $backend --tuning $tuning
+    python benchmarks/bench_bert.py --backend $backend --tuning $tuning
+    python benchmarks/bench_vit.py --backend $backend --tuning $tuning
+  done
+done
+python benchmarks/bench_distribution.py --backend jax --tuning ours
+python benchmarks/bench_gpt.py --backend jax --tuning ours --scaling --grid reduced
+python benchmarks/render.py
+```
 """
 
 
@@ -119,8 +145,11 @@ def run_header(data):
                       for k, v in data["peak_flops"].items() if v.get("flops_per_second"))
     return (f"*{data['backend']}, tuning `{data['tuning']}`*: commit `{git['commit'][:7]}`"
             f"{f' (+{dirty} modified files)' if dirty else ''}, {data['date'][:16]}, "
-            f"{data['rounds']} rounds x {data['steps']} steps (+{data['warmup']} warm-up), "
-            f"{machine['cores']} cores {machine['cpu_model']}, load "
+            f"{data['rounds']} rounds x {data['steps']} steps (+{data['warmup']} warm-up"
+            f"{'; under 3 rounds: a trial, not a result' if data['rounds'] < 3 else ''}), "
+            f"{machine['cores']} cores {machine['cpu_model']}"
+            f"{', torch threads %s' % data['torch_threads'] if data.get('torch_threads') else ''}"
+            f", load "
             f"{data['load_average_before'][0]:.2f} before / max {max(load_during):.2f} during "
             f"/ {data['load_average_after'][0]:.2f} after; peak {peaks}. "
             f"`{os.path.relpath(data['path'], BENCHMARKS_DIR)}`")
@@ -306,14 +335,22 @@ def plot_scaling(path):
             label = points[0]["labels"].get(name, name)
             speed.errorbar(xs, medians, yerr=[lows, highs], marker="o", capsize=3, label=label)
             memory.plot(xs, rss, marker="o", label=label)
+        values = sorted({p["value"] for p in points})
         for ax, ylabel in ((speed, "tokens/s (median, min-max)"), (memory, "peak RSS (MB)")):
             ax.set_xscale("log", base=2)
+            ax.set_xticks(values, [str(v) for v in values])
+            ax.minorticks_off()
             ax.set_xlabel(AXIS_TITLES.get(axis, axis))
             ax.set_ylabel(ylabel)
             ax.grid(True, alpha=0.3)
         speed.legend(fontsize=8)
+        result = data["points"][0]["result"]
+        loads = [p["load"] for p in points]
         figure.suptitle(f"GPT, {data['backend']}, tuning {data['tuning']}: "
-                        f"{AXIS_TITLES.get(axis, axis)}")
+                        f"{AXIS_TITLES.get(axis, axis)}\n{result['rounds']} rounds x "
+                        f"{result['steps']} steps, load average {min(loads):.1f}-"
+                        f"{max(loads):.1f} on {result['machine']['cores']} cores, "
+                        f"commit {result['git']['commit'][:7]}", fontsize=10)
         figure.tight_layout()
         png = _png_path(path, axis)
         figure.savefig(png, dpi=100)
@@ -352,7 +389,7 @@ def render(results):
              "script or rerun the benchmarks, not this file. -->", "",
              "One script per family, all through one harness (`harness.py`); each writes its "
              "JSON to `results/`, and `render.py` writes this file from those JSON files. "
-             "Speed is never asserted in tests.", "", METHOD]
+             "Speed is never asserted in tests.", "", METHOD, RERUN]
     lines += section("Attention block (`bench_attention.py`)",
                      "python benchmarks/bench_attention.py --backend {jax,tensorflow,torch} "
                      "--tuning {ours,none}", results, "attention",
