@@ -30,6 +30,7 @@ Example (in a bench script):
 >>> harness.run("gpt", contenders, args, config={...}, flops_per_unit={"train": 1.2e7})
 """
 
+import contextlib
 import dataclasses
 import datetime
 import importlib
@@ -463,7 +464,8 @@ class Baseline:
     """Our library at another commit, checked out in a temporary `git worktree`.
 
     Example:
-    >>> with Baseline("HEAD~3") as root: ...  # root holds keras_bigmodels at HEAD~3
+    >>> with Baseline("HEAD~3") as baseline:
+    ...     print(baseline.commit, baseline.path)  # path holds keras_bigmodels at HEAD~3
     """
 
     def __init__(self, ref):
@@ -515,20 +517,16 @@ def run(benchmark, contenders, args, config, flops_per_unit=None, measure_order=
         the results dict.
     """
     check_arguments(args)
-    baseline = Baseline(args.baseline_ref) if args.baseline_ref else None
-    if baseline:
-        baseline.__enter__()
-        short = baseline.commit[:7]
-        contenders = list(contenders) + [
-            dataclasses.replace(c, name=f"{c.name}@{short}", label=f"{c.label} @ {short}",
-                                source_root=baseline.path, commit=baseline.commit)
-            for c in contenders if c.library == "ours"]
-    try:
+    with contextlib.ExitStack() as stack:
+        if args.baseline_ref:
+            baseline = stack.enter_context(Baseline(args.baseline_ref))
+            short = baseline.commit[:7]
+            contenders = list(contenders) + [
+                dataclasses.replace(c, name=f"{c.name}@{short}", label=f"{c.label} @ {short}",
+                                    source_root=baseline.path, commit=baseline.commit)
+                for c in contenders if c.library == "ours"]
         return _run(benchmark, contenders, args, config, flops_per_unit or {}, measure_order,
                     output, notes or [], write, peaks)
-    finally:
-        if baseline:
-            baseline.__exit__()
 
 
 def _run(benchmark, contenders, args, config, flops_per_unit, measure_order, output, notes,
