@@ -46,3 +46,17 @@ def assert_layer_roundtrip(layer, inputs, tmp_path, **call_kwargs):
 
 def backend():
     return keras.backend.backend()
+
+
+def perturb_norms_and_biases(torch_model, scale=0.1, seed=0):
+    """Move every norm weight and bias of a random-init transformers model off its default
+    (ones / zeros), so that a swapped or skipped one shows in a parity test."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in torch_model.named_parameters():
+            lowered = name.lower()
+            if "norm" in lowered or name.endswith("bias"):
+                noise = torch.randn(parameter.shape, generator=generator)
+                parameter.add_(scale * noise.to(parameter.dtype))

@@ -8,7 +8,8 @@ from keras_bigmodels import flops
 from keras_bigmodels.models import (AlbertBackbone, BertBackbone, BertClassifier,
                                     BertPretrainer, BertQuestionAnswerer, BertTokenClassifier,
                                     RobertaBackbone)
-from tests.testing import assert_close, assert_saved_model_matches, to_numpy
+from tests.testing import (assert_close, assert_saved_model_matches,
+                           perturb_norms_and_biases, to_numpy)
 
 TINY = dict(vocabulary_size=97, num_layers=2, num_heads=2, hidden_dim=32, intermediate_dim=64,
             max_sequence_length=16, dropout=0.0)
@@ -143,6 +144,9 @@ def _hf_reference(kind, head, tmp_path):
         ("roberta", "classifier"): ("RobertaConfig", "RobertaForSequenceClassification"),
         ("albert", "classifier"): ("AlbertConfig", "AlbertForSequenceClassification"),
         ("bert", "tokens"): ("BertConfig", "BertForTokenClassification"),
+        ("roberta", "tokens"): ("RobertaConfig", "RobertaForTokenClassification"),
+        ("bert", "qa"): ("BertConfig", "BertForQuestionAnswering"),
+        ("roberta", "qa"): ("RobertaConfig", "RobertaForQuestionAnswering"),
     }[(kind, head)]
     extra = {"albert": dict(embedding_size=16, hidden_act="gelu_new"),
              "roberta": dict(pad_token_id=1, type_vocab_size=1, layer_norm_eps=1e-5),
@@ -153,10 +157,7 @@ def _hf_reference(kind, head, tmp_path):
     config = getattr(transformers, config_cls)(**HF_SMALL, **extra)
     model = getattr(transformers, model_cls)(config).eval()
     # Random-init LayerNorms are (1, 0): perturb them so the test would see a swap.
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "LayerNorm" in name or "layer_norm" in name or name.endswith("bias"):
-                p.add_(0.1 * torch.randn_like(p))
+    perturb_norms_and_biases(model)
     path = os.path.join(str(tmp_path), f"{kind}_{head}")
     model.save_pretrained(path)
     pad = 1 if kind == "roberta" else 0
@@ -210,6 +211,39 @@ def test_huggingface_sequence_classifiers_match(kind, tmp_path):
     assert classifier.num_classes == 3
     assert classifier.head == ("roberta" if kind == "roberta" else "pooler")
     assert_close(classifier(inputs), reference.logits.numpy(), atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["bert", "roberta"])
+def test_huggingface_token_classifiers_match(kind, tmp_path):
+    path, inputs, reference = _hf_reference(kind, "tokens", tmp_path)
+    tagger = BertTokenClassifier.from_huggingface(path)
+    assert tagger.num_classes == 3
+    assert_close(tagger(inputs), reference.logits.numpy(), atol=1e-4)
+    # One signature: backbone overrides, dtype and task kwargs apart.
+    tagger = BertTokenClassifier.from_huggingface(path, backbone_overrides={"dropout": 0.3},
+                                                  dtype="float32", dropout=0.2)
+    assert tagger.backbone.dropout == 0.3 and tagger.dropout == 0.2
+
+
+@pytest.mark.parametrize("kind", ["bert", "roberta"])
+def test_huggingface_question_answerers_match(kind, tmp_path):
+    path, inputs, reference = _hf_reference(kind, "qa", tmp_path)
+    qa = BertQuestionAnswerer.from_huggingface(path)
+    out = to_numpy(qa(inputs))
+    real = inputs["padding_mask"].astype(bool)  # ours masks padding out of the spans
+    for name in ("start_logits", "end_logits"):
+        assert_close(out[name][real], getattr(reference, name).numpy()[real], atol=1e-4)
+        assert (out[name][~real] < -1e8).all()
+
+
+def test_huggingface_heads_refuse_other_tasks(tmp_path):
+    path, _, _ = _hf_reference("bert", "qa", tmp_path)
+    with pytest.raises(ValueError, match="BertForQuestionAnswering checkpoint; "
+                                         "BertTokenClassifier.from_huggingface reads"):
+        BertTokenClassifier.from_huggingface(path)
+    path, _, _ = _hf_reference("roberta", "tokens", tmp_path)
+    with pytest.raises(ValueError, match="RobertaForTokenClassification.*RobertaForQuestion"):
+        BertQuestionAnswerer.from_huggingface(path)
 
 
 def test_roberta_classifier_head_save_load(tmp_path):

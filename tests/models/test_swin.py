@@ -13,7 +13,8 @@ from keras_bigmodels.layers.windows import (
 )
 from keras_bigmodels.models import SwinBackbone, ImageClassifier
 from keras_bigmodels.models.swin.config import swin_params
-from tests.testing import assert_layer_roundtrip, assert_saved_model_matches, to_numpy
+from tests.testing import (assert_layer_roundtrip, assert_saved_model_matches,
+                           perturb_norms_and_biases, to_numpy)
 
 # Stage resolutions 16 -> 8 -> 4: the last stage equals the window, so its second block
 # runs unshifted (the reference's clamp), the other stages exercise the shift mask.
@@ -160,7 +161,9 @@ def _hf_config(depths=(2, 2, 2), heads=(2, 2, 4)):
 def _randomize_bias_tables(model):
     import torch
 
-    # HF initializes the tables to zeros, which would hide a wrong bias gather.
+    # HF initializes the tables to zeros, which would hide a wrong bias gather; its norms
+    # are (1, 0) and its biases 0, which would hide a swapped or skipped one.
+    perturb_norms_and_biases(model)
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for name, parameter in model.named_parameters():
@@ -201,3 +204,19 @@ def test_huggingface_swin_classifier_parity(tmp_path):
     model = ImageClassifier.from_huggingface(tmp_path)
     assert model.num_classes == 3
     np.testing.assert_allclose(to_numpy(model(x)), _run(reference, x).logits.numpy(), atol=1e-4)
+
+
+def test_huggingface_other_model_types_raise_clear_errors(tmp_path):
+    pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    transformers.SwinModel(_hf_config((2, 2), (2, 4))).save_pretrained(tmp_path)
+    config_file = tmp_path / "config.json"
+    config = config_file.read_text()
+    config_file.write_text(config.replace('"model_type": "swin"', '"model_type": "vit"'))
+    with pytest.raises(ValueError, match="model_type 'vit'.*SwinBackbone.from_huggingface "
+                                         "reads 'swin'"):
+        SwinBackbone.from_huggingface(tmp_path)
+    # A ViT checkpoint's config (no embed_dim) used to fail with KeyError: 'embed_dim'.
+    config_file.write_text('{"model_type": "vit", "hidden_size": 32}')
+    with pytest.raises(ValueError, match="model_type 'vit'"):
+        SwinBackbone.from_huggingface(tmp_path)

@@ -7,7 +7,7 @@ from keras_bigmodels.preprocessing import image_preprocessor
 from keras_bigmodels.models import ViTBackbone, ImageClassifier
 from keras_bigmodels.models.vit.backbone import interpolate_position_embeddings
 from keras_bigmodels.models.vit.config import vit_params
-from tests.testing import assert_saved_model_matches, to_numpy
+from tests.testing import assert_saved_model_matches, perturb_norms_and_biases, to_numpy
 
 TINY = dict(image_size=16, patch_size=4, num_layers=2, num_heads=4, hidden_dim=32,
             intermediate_dim=64)
@@ -148,6 +148,7 @@ def test_huggingface_vit_model_parity(tmp_path):
     pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     reference = transformers.ViTModel(_hf_config()).eval()
+    perturb_norms_and_biases(reference)
     reference.save_pretrained(tmp_path)
     x = images()
     expected = _run(reference, x)
@@ -169,12 +170,54 @@ def test_huggingface_vit_classifier_parity(tmp_path):
     pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     reference = transformers.ViTForImageClassification(_hf_config()).eval()
+    perturb_norms_and_biases(reference)
     reference.save_pretrained(tmp_path)
     x = images()
     model = ImageClassifier.from_huggingface(tmp_path)
-    assert model.num_classes == 5
+    assert model.num_classes == 5 and isinstance(model.backbone, ViTBackbone)
     np.testing.assert_allclose(to_numpy(model(x)), _run(reference, x).logits.numpy(), atol=1e-4)
+    # One signature: backbone overrides (a new resolution), task kwargs (a new head).
+    x24 = images(size=24, seed=1)
+    resized = ImageClassifier.from_huggingface(tmp_path, backbone_overrides={"image_size": 24})
+    np.testing.assert_allclose(to_numpy(resized(x24)),
+                               _run(reference, x24, interpolate_pos_encoding=True).logits.numpy(),
+                               atol=1e-4)
+    new_head = ImageClassifier.from_huggingface(tmp_path, num_classes=2, dropout=0.1)
+    assert new_head.num_classes == 2 and new_head.dropout == 0.1
     (tmp_path / "config.json").write_text((tmp_path / "config.json").read_text().replace(
         '"num_hidden_layers": 2', '"num_hidden_layers": 3'))
     with pytest.raises(ValueError, match="Missing weights"):
         ViTBackbone.from_huggingface(tmp_path)
+
+
+def test_huggingface_other_model_types_raise_clear_errors(tmp_path):
+    pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    transformers.ViTModel(_hf_config()).save_pretrained(tmp_path)
+    config_file = tmp_path / "config.json"
+    config = config_file.read_text()
+    config_file.write_text(config.replace('"model_type": "vit"', '"model_type": "swin"'))
+    with pytest.raises(ValueError, match="model_type 'swin'.*ViTBackbone.from_huggingface "
+                                         "reads 'vit'"):
+        ViTBackbone.from_huggingface(tmp_path)
+    config_file.write_text(config.replace('"model_type": "vit"', '"model_type": "bert"'))
+    with pytest.raises(ValueError, match="image families 'vit', 'swin'; received 'bert'"):
+        ImageClassifier.from_huggingface(tmp_path)
+    config_file.write_text(config)
+    with pytest.raises(ValueError, match="no `classifier` head; pass `num_classes`"):
+        ImageClassifier.from_huggingface(tmp_path)
+
+
+def test_image_classifier_from_preset_and_bad_backbones():
+    model = ImageClassifier.from_preset(
+        "vit-tiny-patch16-224", num_classes=3,
+        backbone_overrides=dict(num_layers=1, image_size=32, hidden_dim=24, num_heads=2,
+                                intermediate_dim=32))
+    assert isinstance(model.backbone, ViTBackbone) and model.backbone.num_layers == 1
+    assert tuple(model(images(size=32)).shape) == (2, 3)
+    with pytest.raises(ValueError, match="image families 'vit', 'swin'; received 'gpt'"):
+        ImageClassifier.from_preset("gpt2-small", num_classes=3)
+    inputs = keras.Input((4, 4, 3))
+    sequence_only = keras.Model(inputs, {"sequence_output": keras.layers.Dense(2)(inputs)})
+    with pytest.raises(ValueError, match="`backbone` must be an image backbone"):
+        ImageClassifier(sequence_only, num_classes=3)
