@@ -33,6 +33,7 @@ a clear error.
 
 import math
 import re
+import warnings
 
 import keras
 import numpy as np
@@ -201,6 +202,10 @@ class ShardedModelParallel(keras.distribution.ModelParallel):
                          auto_shard_dataset=auto_shard_dataset, **kwargs)
         self.shard_unnamed = shard_unnamed
         self._sizes = dict(zip(self.device_mesh.axis_names, self.device_mesh.shape))
+        # (path, shape) of every variable a rule splits but no dimension of which divides
+        # by the mesh axis: each device then holds all of it.
+        self.replicated_variables = []
+        self._warned_kinds = set()
 
     def get_variable_layout(self, variable):
         if getattr(variable, "_layout", None) is not None:
@@ -211,7 +216,31 @@ class ShardedModelParallel(keras.distribution.ModelParallel):
         else:
             axes = fit_axes(layout.axes if layout is not None else None, variable.shape,
                             self._sizes)
+            if layout is not None:
+                self._note_replicated(variable, layout.axes, axes)
         return keras.distribution.TensorLayout(axes, self.device_mesh)
+
+    def _note_replicated(self, variable, wanted, fitted):
+        dropped = [a for a in wanted if a is not None and a not in fitted
+                   and self._sizes.get(a, 1) > 1]
+        if not dropped:
+            return
+        shape = tuple(int(d) for d in variable.shape)
+        self.replicated_variables.append((variable.path, shape))
+        kind = (logical_axes(variable.path), shape)
+        if kind in self._warned_kinds:
+            return
+        self._warned_kinds.add(kind)
+        sizes = ", ".join(f"{a!r} axis ({self._sizes[a]})" for a in dropped)
+        warnings.warn(
+            f"`{variable.path}` {shape} is replicated on every device: none of its "
+            f"dimensions divides by the mesh's {sizes}, so the split its rule asks for "
+            "is dropped. Variables of the same kind and shape are replicated too "
+            "(`distribution.replicated_variables` lists them all). Use a model axis that "
+            "divides num_heads and intermediate_dim, or pass `model=` to model_parallel() "
+            "to check them before building.",
+            stacklevel=2,
+        )
 
     def get_data_layout(self, data_shape):
         _check_batch(self, data_shape)
@@ -270,20 +299,26 @@ def _model_dims(model):
 
 
 def model_parallel(mesh_shape=(1, None), model=None, axis_rules=None,
-                   auto_shard_dataset=True, shard_unnamed=True):
+                   auto_shard_dataset=True, shard_unnamed=True, devices=None):
     """Split weights over a (data x model) mesh with the generic rule table; sets it.
 
     Call it before any model is built: variables are placed when they are created.
 
     Args:
         mesh_shape: (data, model) device counts; None in one entry takes the remaining
-            devices. The product must not exceed the visible devices.
+            devices. The product must equal the number of visible devices (or of
+            `devices`): a mesh that leaves devices idle is refused.
         model: optional preset name or config dict; when given, its head count and
             feed-forward width are checked against the model axis, and a split that
             would fall back from Megatron's layout is reported as an error early.
         axis_rules: optional overrides of `AXIS_RULES`.
         auto_shard_dataset: False when every process feeds its own data shard.
         shard_unnamed: see `ShardedModelParallel`.
+        devices: the devices of the mesh, to use fewer than all on purpose (default:
+            every visible device).
+
+    A rule's split that no dimension of a variable divides is dropped and the variable
+    replicated (a `UserWarning` names it; `distribution.replicated_variables` lists all).
 
     Returns:
         The `ShardedModelParallel` distribution that is now set.
@@ -295,7 +330,8 @@ def model_parallel(mesh_shape=(1, None), model=None, axis_rules=None,
     _check_jax("model_parallel()")
     if len(mesh_shape) != 2:
         raise ValueError(f"`mesh_shape` must be (data, model); received {mesh_shape}.")
-    count = len(keras.distribution.list_devices())
+    visible = keras.distribution.list_devices()
+    count = len(visible) if devices is None else len(devices)
     data, width = mesh_shape
     if data is None and width is None:
         raise ValueError("`mesh_shape` may leave only one of (data, model) as None.")
@@ -316,8 +352,19 @@ def model_parallel(mesh_shape=(1, None), model=None, axis_rules=None,
                 f"for Megatron-style splits; {model if isinstance(model, str) else 'config'}"
                 f" has {', '.join(bad)}. Pick a model axis that divides them."
             )
+    if data * width != count and (devices is not None or data * width < count):
+        source = "`devices`" if devices is not None else "visible devices"
+        meshes = [(count // m, m) for m in range(count, 1, -1) if count % m == 0]
+        raise ValueError(
+            f"`mesh_shape` ({data}, {width}) uses {data * width} of the {count} {source}. "
+            f"Use a mesh over all of them, e.g. {', '.join(map(str, meshes[:3]))}"
+            + ("" if devices is not None else
+               f", or pass `devices=keras.distribution.list_devices()[:{data * width}]` "
+               "to leave the others idle on purpose") + "."
+        )
     mesh = keras.distribution.DeviceMesh((data, width), (BATCH_AXIS, MODEL_AXIS),
-                                         _devices(data * width))
+                                         list(devices) if devices is not None
+                                         else _devices(data * width))
     distribution = ShardedModelParallel(
         layout_map=layout_map(mesh, axis_rules), batch_dim_name=BATCH_AXIS,
         auto_shard_dataset=auto_shard_dataset, shard_unnamed=shard_unnamed,

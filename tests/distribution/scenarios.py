@@ -165,6 +165,51 @@ def scenario_data_parallel(out):
 
     check("mp_clear_errors", clear_errors)
 
+    def mesh_uses_every_device():
+        messages = []
+        for mesh_shape in ((2, 3), (None, 3), (1, 4)):
+            try:
+                kd.model_parallel(mesh_shape=mesh_shape)
+            except ValueError as error:
+                assert "of the 8 visible devices" in str(error), str(error)
+                assert "devices=keras.distribution.list_devices()" in str(error), str(error)
+                messages.append(str(error))
+            else:
+                raise AssertionError(f"model_parallel(mesh_shape={mesh_shape}) on 8 devices "
+                                     "did not raise")
+        try:
+            kd.model_parallel(mesh_shape=(2, 2), devices=keras.distribution.list_devices()[:6])
+        except ValueError as error:
+            assert "uses 4 of the 6 `devices`" in str(error), str(error)
+        else:
+            raise AssertionError("a 2x2 mesh over 6 explicit devices did not raise")
+        return "\n".join(messages)
+
+    check("mp_mesh_uses_every_device", mesh_uses_every_device)
+
+    def warns_about_replicated_variables():
+        import warnings
+
+        six = keras.distribution.list_devices()[:6]
+        distribution = kd.model_parallel(mesh_shape=(2, 3), devices=six)
+        assert distribution.device_mesh.shape == (2, 3)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model = foundation_model()  # 8 heads of 4, width 32, feed-forward 64: none / 3
+        messages = [str(w.message) for w in caught if "replicated" in str(w.message)]
+        query = "transformer_layer_0/self_attention/query/kernel"
+        assert any(f"`{query}` (32, 8, 4) is replicated" in m for m in messages), messages
+        assert any("intermediate/kernel` (32, 64)" in m for m in messages), messages
+        # One warning per kind of variable; the list names every one of them.
+        assert not any("transformer_layer_1" in m for m in messages), messages
+        paths = [path for path, _ in distribution.replicated_variables]
+        assert query in paths and query.replace("_0", "_1") in paths, paths
+        query_kernel = next(v for v in model.weights if v.path == query)
+        assert len(set(local_sizes(query_kernel))) == 1  # whole on each device
+        return "\n".join(messages)
+
+    check("mp_warns_replicated", warns_about_replicated_variables)
+
     def plain_keras_model_parallel():
         from keras_bigmodels.models import GPTBackbone
         from tests.distribution.families import TINY_BACKBONES

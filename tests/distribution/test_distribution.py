@@ -231,7 +231,8 @@ def model_parallel_results(runs):
 def test_data_parallel_step_equals_one_device(jax_runs):
     results = result(jax_runs, "dp")
     for name in ("dp_replicated", "dp_matches_single_device", "dp_rejects_bad_batch",
-                 "mp_clear_errors", "plain_model_parallel", "fallback_split"):
+                 "mp_clear_errors", "mp_mesh_uses_every_device", "mp_warns_replicated",
+                 "plain_model_parallel", "fallback_split"):
         assert_check(results, name)
 
 
