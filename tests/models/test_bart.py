@@ -264,3 +264,13 @@ def test_task_bad_inputs_raise_clear_errors():
     x["decoder_token_ids"][0, 0] = -1
     with pytest.raises(ValueError, match="decoder_token_ids"):
         lm.fit(x, x["decoder_token_ids"].clip(0), epochs=1, verbose=0)
+
+
+def test_every_matrix_shards_with_the_rule_table():
+    from keras_bigmodels.distribution import logical_axes
+
+    backbone = BartBackbone(**{**TINY, "num_layers": 1})
+    for variable in backbone.weights:
+        if len(variable.shape) >= 2 and "position_embedding" not in variable.path:
+            assert logical_axes(variable.path) is not None, variable.path
+    assert logical_axes("decoder_layer_0/cross_attention/key/kernel") == ("embed", "heads", "kv")
