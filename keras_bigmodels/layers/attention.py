@@ -257,6 +257,11 @@ class MultiHeadAttention(keras.layers.Layer):
         key = value if key is None else key
         if cache is not None:
             self._check_cache(cache)
+        if static_cache and (use_causal_mask or not self_attention):
+            raise ValueError(
+                "A `cache` without `cache_update_index` is a read-only cross-attention cache "
+                "(from `key_value_cache`): it takes neither `value`/`key` nor "
+                "`use_causal_mask`. For a self-attention cache pass `cache_update_index`.")
         matrices = self._use_matrices(cache)
         if static_cache:
             q = self._project_query(query, matrices)

@@ -147,7 +147,7 @@ def test_bad_input_errors():
     with pytest.raises(ValueError, match="num_key_value_heads=2, max_length, key_dim=4"):
         layer(rand(1, 2, 8), cache=np.zeros((1, 2, 2, 4, 8), "float32"), cache_update_index=0)
     with pytest.raises(ValueError, match="cache_update_index"):
-        layer(rand(1, 2, 8), cache=np.zeros((1, 2, 2, 4, 4), "float32"))
+        layer(rand(1, 2, 8), cache=np.zeros((1, 2, 2, 4, 4), "float32"), use_causal_mask=True)
 
 
 def test_blockwise_causal_attention_equals_full_mask():
