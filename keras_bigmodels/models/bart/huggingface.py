@@ -16,7 +16,9 @@ from keras_bigmodels.checkpoints import (WeightLoader, activation, attention, ch
                                          encoder_block, norm, read_checkpoint)
 
 TOKEN_TABLE_NAMES = ("model.shared.weight", "model.encoder.embed_tokens.weight",
-                     "model.decoder.embed_tokens.weight", "lm_head.weight")
+                     "model.decoder.embed_tokens.weight", "lm_head.weight",
+                     # BartModel (no task prefix, no head)
+                     "shared.weight", "encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
 # HF's BART block module names, in `ENCODER_BLOCK_PARTS` order.
 BLOCK_NAMES = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj",
                "self_attn_layer_norm", "fc1", "fc2", "final_layer_norm")
@@ -67,8 +69,9 @@ def load_weights(backbone, weights):
                              "BartBackbone ties the encoder, decoder and output tables.")
     # Accept BartModel directories too (no "model." prefix, no head).
     prefixes = ("model.",) if any(n.startswith("model.") for n in weights) else ()
+    # The tied copies of the table (whichever were saved) are checked equal above.
     loader = WeightLoader(weights, prefixes=prefixes,
-                          ignore=(r"encoder\.embed_tokens\.weight", r"decoder\.embed_tokens\.weight",
+                          ignore=(r"(encoder|decoder)\.embed_tokens\.weight",
                                   r"lm_head\.weight", r"shared\.weight"))
     table_name = tables[0][0]
     if prefixes and table_name.startswith("model."):
