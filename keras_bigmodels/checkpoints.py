@@ -1,10 +1,11 @@
-"""Reading local Hugging Face checkpoint directories (config.json + safetensors), no torch.
+r"""Reading local Hugging Face checkpoint directories (config.json + safetensors), no torch.
 
 Families keep only their name tables: which HF tensor goes to which of their layers. This
 module reads the files, strips task prefixes, ignores known buffers, checks shapes exactly
 (a transpose or reshape happens only where a mapping states it), reports missing or
 unexpected weights by name, and holds the mapping helpers every family shares: `dense`,
-`attention` (query/key/value/output split into heads), `norm`, `embedding`, `conv`, plus
+`heads_projection` and `attention` (query/key/value/output split into heads), `norm`,
+`embedding`, `conv`, `encoder_block` (a whole transformer block from a name table), plus
 `activation` and `check_model_type` for config.json.
 
 Example:
@@ -149,7 +150,7 @@ def read_checkpoint(path):
 
 
 class WeightLoader:
-    """Hands out checkpoint tensors by name and reports what was never used or found.
+    r"""Hands out checkpoint tensors by name and reports what was never used or found.
 
     Args:
         weights: {name: array}.
@@ -232,11 +233,13 @@ class WeightLoader:
         if value.size != int(np.prod(expected)):
             return message + " The checkpoint's config does not match the model."
         if value.ndim == 2 and value.T.shape == expected:
-            hint = "its transpose fits: does the mapping forget `transpose=True`?"
+            hint = ("Its transpose fits: does the mapping forget `transpose=True`?"
+                    if transpose is False else
+                    "Its transpose fits: this checkpoint stores the tensor the other way round.")
         else:
-            hint = ("the sizes agree: does the mapping forget to state a transpose or "
+            hint = ("The sizes agree: does the mapping forget to state a transpose or "
                     "`reshape=True`?")
-        return f"{message} {hint[0].upper()}{hint[1:]}"
+        return f"{message} {hint}"
 
     def finish(self, ignore=()):
         """Raise a clear error listing missing and unexpected weights, if any.

@@ -93,9 +93,10 @@ def make_loader(weights, ignore=()):
 
 
 def build_backbone(hf_config, dtype=None, overrides=None, cls=None):
-    """A random-init backbone of the checkpoint's architecture (`overrides` change kwargs)."""
-    if cls is None:
-        from keras_bigmodels.models.bert.backbone import BertBackbone as cls
+    """A random-init `cls` (default BertBackbone) of the checkpoint's architecture."""
+    from keras_bigmodels.models.bert.backbone import BertBackbone
+
+    cls = cls or BertBackbone
     return cls(**{**backbone_kwargs(hf_config), **(overrides or {})}, dtype=dtype)
 
 
