@@ -274,3 +274,30 @@ def test_every_matrix_shards_with_the_rule_table():
         if len(variable.shape) >= 2 and "position_embedding" not in variable.path:
             assert logical_axes(variable.path) is not None, variable.path
     assert logical_axes("decoder_layer_0/cross_attention/key/kernel") == ("embed", "heads", "kv")
+
+
+def test_bart_model_directory_with_fewer_decoder_layers(tmp_path):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    config = transformers.BartConfig(
+        vocab_size=VOCAB, d_model=32, encoder_layers=2, decoder_layers=1,
+        encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64,
+        decoder_ffn_dim=64, max_position_embeddings=MAX_POSITIONS)
+    torch.manual_seed(2)
+    reference = transformers.BartModel(config).eval()  # no task prefix, no head
+    with torch.no_grad():
+        for name, parameter in reference.named_parameters():
+            if "norm" in name or name.endswith(".bias"):
+                parameter.add_(torch.randn_like(parameter) * 0.3)
+    reference.save_pretrained(tmp_path)
+    backbone = BartBackbone.from_huggingface(tmp_path)
+    assert backbone.num_layers == 1 and len(backbone.encoder_layers) == 2
+    inputs = _inputs()
+    with torch.no_grad():
+        expected = reference(
+            input_ids=torch.tensor(inputs["encoder_token_ids"], dtype=torch.long),
+            attention_mask=torch.tensor(inputs["encoder_padding_mask"]),
+            decoder_input_ids=torch.tensor(inputs["decoder_token_ids"], dtype=torch.long),
+            decoder_attention_mask=torch.tensor(inputs["decoder_padding_mask"]),
+        ).last_hidden_state.numpy()
+    assert_close(backbone(inputs)["decoder_sequence_output"], expected, atol=1e-4)
