@@ -633,8 +633,9 @@ def _run(benchmark, contenders, args, config, flops_per_unit, measure_order, out
                     # Model FLOPs above the measured peak: the count or the peak is wrong;
                     # no MFU is better than an impossible one.
                     slot["mfu"] = None
-                    slot["mfu_note"] = (f"{mfu['max']:.2f} > 1: FLOP count above the "
-                                        "measured matmul peak")
+                    slot["mfu_note"] = (f"{mfu['max']:.2f} > 1: model FLOP/s above the "
+                                        "matmul peak measured at the start (a peak taken "
+                                        "under load, or a wrong FLOP count)")
                 else:
                     slot["mfu"] = mfu
     for worker in workers:
