@@ -287,7 +287,14 @@ def scaling(args):
     peaks = harness.measure_peaks([frameworks.get(n, args.backend) for n in args.contenders],
                                   args.tuning, args.backend, args.peak_flops,
                                   args.torch_threads)
-    runs = []
+    path = args.output or os.path.join(harness.RESULTS_DIR,
+                                       f"gpt_scaling_{args.backend}_{args.tuning}.json")
+    summary = {"harness_version": harness.HARNESS_VERSION, "benchmark": "gpt_scaling",
+               "backend": args.backend, "tuning": args.tuning, "grid_name": args.grid,
+               "grid": grid, "tokens_per_training_step": TOKENS_PER_TRAINING_STEP,
+               "command": [os.path.basename(sys.argv[0]), *sys.argv[1:]],
+               "peak_flops": peaks, "points": []}
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     for axis, value, kwargs, flops in scaling_points(grid, args):
         print(f"== {axis} = {value}", flush=True)
         measure = "train" if kwargs["train"] else _generation_name(kwargs["generate"][0])
@@ -295,17 +302,10 @@ def scaling(args):
             "gpt_scaling", contenders(args.contenders, args.backend, **kwargs), args,
             config=kwargs, flops_per_unit={"train": flops} if flops else None,
             write=False, peaks=peaks)
-        runs.append({"axis": axis, "value": value, "measure": measure, "result": result})
-    path = args.output or os.path.join(harness.RESULTS_DIR,
-                                       f"gpt_scaling_{args.backend}_{args.tuning}.json")
-    summary = {"harness_version": harness.HARNESS_VERSION, "benchmark": "gpt_scaling",
-               "backend": args.backend, "tuning": args.tuning, "grid_name": args.grid,
-               "grid": grid, "tokens_per_training_step": TOKENS_PER_TRAINING_STEP,
-               "command": [os.path.basename(sys.argv[0]), *sys.argv[1:]],
-               "peak_flops": peaks, "points": runs}
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(summary, f, indent=1)
+        summary["points"].append({"axis": axis, "value": value, "measure": measure,
+                                  "result": result})
+        with open(path, "w") as f:  # after every point: a long grid keeps what it measured
+            json.dump(summary, f, indent=1)
     print("wrote", path)
     import render
 
