@@ -173,7 +173,10 @@ def main(argv=None):
     notes = ["MLM only on every side (keras-hub's BertMaskedLM has no NSP head), head on the "
              "masked positions; transformers_full_logits (if run) computes full-vocabulary "
              "logits at every position, as BertForMaskedLM ships: compare it by MFU "
-             "(FLOP-normalized) next to its raw tokens/s."]
+             "(FLOP-normalized) next to its raw tokens/s.",
+             "The backbones of ours and keras-hub also run their pooler (one d x d matmul "
+             "on the first token of each sequence, under 0.1% of the step's FLOPs); "
+             "transformers' BertForMaskedLM has none."]
     return harness.run("bert", contenders, args, config=kwargs, flops_per_unit=flops,
                        notes=notes)
 
