@@ -114,17 +114,19 @@ def _qa_case():
 
 
 def _vit_case():
-    backbone = lambda: ViTBackbone(image_size=16, patch_size=4, num_layers=2, num_heads=2,  # noqa: E731
-                                   hidden_dim=32, intermediate_dim=64, num_channels=1)
-    return (lambda: ImageClassifier(backbone(), num_classes=3), images(),
-            np.array([0, 1, 2, 0]))
+    def build():
+        return ImageClassifier(ViTBackbone(image_size=16, patch_size=4, num_layers=2,
+                                           num_heads=2, hidden_dim=32, intermediate_dim=64,
+                                           num_channels=1), num_classes=3)
+    return build, images(), np.array([0, 1, 2, 0])
 
 
 def _swin_case():
-    backbone = lambda: SwinBackbone(image_size=16, patch_size=2, hidden_dim=16,  # noqa: E731
-                                    depths=[2], num_heads=[2], window_size=4, num_channels=1)
-    return (lambda: ImageClassifier(backbone(), num_classes=3), images(),
-            np.array([0, 1, 2, 0]))
+    def build():
+        return ImageClassifier(SwinBackbone(image_size=16, patch_size=2, hidden_dim=16,
+                                            depths=[2], num_heads=[2], window_size=4,
+                                            num_channels=1), num_classes=3)
+    return build, images(), np.array([0, 1, 2, 0])
 
 
 CASES = {
