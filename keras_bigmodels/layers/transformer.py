@@ -32,6 +32,7 @@ class _Block(keras.layers.Layer):
         gated=False,
         dropout=0.0,
         attention_dropout=None,
+        activation_dropout=0.0,
         normalize_first=False,
         norm="layer_norm",
         layer_norm_epsilon=1e-5,
@@ -52,6 +53,7 @@ class _Block(keras.layers.Layer):
         self.gated = gated
         self.dropout = dropout
         self.attention_dropout = dropout if attention_dropout is None else attention_dropout
+        self.activation_dropout = activation_dropout
         self.normalize_first = normalize_first
         self.norm = norm
         self.layer_norm_epsilon = layer_norm_epsilon
@@ -89,7 +91,7 @@ class _Block(keras.layers.Layer):
             activation=self.activation,
             gated=self.gated,
             use_bias=self.use_bias,
-            dropout=0.0,
+            dropout=self.activation_dropout,
             kernel_initializer=self.kernel_initializer,
             output_kernel_initializer=self.output_kernel_initializer,
             dtype=self.dtype_policy,
@@ -122,6 +124,7 @@ class _Block(keras.layers.Layer):
             gated=self.gated,
             dropout=self.dropout,
             attention_dropout=self.attention_dropout,
+            activation_dropout=self.activation_dropout,
             normalize_first=self.normalize_first,
             norm=self.norm,
             layer_norm_epsilon=self.layer_norm_epsilon,
@@ -145,7 +148,8 @@ class TransformerEncoderBlock(_Block):
         num_heads, intermediate_dim: attention heads and feed-forward width.
         key_dim, num_key_value_heads: head size and grouped key/value heads.
         activation, gated: feed-forward activation and GLU variant.
-        dropout: residual dropout; attention_dropout: on attention probabilities.
+        dropout: residual dropout; attention_dropout: on attention probabilities;
+            activation_dropout: on the feed-forward's hidden layer (T5, BART).
         normalize_first: pre-norm when True.
         norm: "layer_norm" or "rms_norm"; layer_norm_epsilon its epsilon.
         use_bias: biases in projections and norms.

@@ -57,6 +57,20 @@ def test_analytic_count_equals_count_params(config):
     assert T5Backbone(**config).count_params() == count_t5_params(config)
 
 
+def test_dropout_everywhere_transformers_applies_it():
+    backbone = T5Backbone(**dict(V1_1, dropout=0.1))
+    block = backbone.decoder_layers[0]
+    assert backbone.encoder_dropout.rate == backbone.decoder_dropout.rate == 0.1
+    assert block.dropout_layer.rate == block.self_attention.dropout == 0.1
+    assert block.cross_attention.dropout == block.feedforward.dropout == 0.1
+    inputs = backbone_inputs(padded=False)
+    first = to_numpy(backbone(inputs, training=True)["decoder_sequence_output"])
+    second = to_numpy(backbone(inputs, training=True)["decoder_sequence_output"])
+    assert not np.allclose(first, second)
+    assert_close(backbone(inputs)["decoder_sequence_output"],
+                 backbone(inputs)["decoder_sequence_output"], atol=0)
+
+
 def test_small_preset_builds_with_its_analytic_count():
     # The smallest published T5 is built once (60M parameters, about 240 MB).
     backbone = T5Backbone.from_preset("t5-small")
@@ -311,12 +325,14 @@ def test_fit_learns_to_copy_and_save_load(tmp_path):
     from keras_bigmodels.models.t5 import T5Seq2SeqLM
     from tests.testing import assert_saved_model_matches
 
-    lm = T5Seq2SeqLM(T5Backbone(**dict(V1_1, vocabulary_size=16)))
-    lm.compile(optimizer=keras.optimizers.AdamW(3e-3))
+    lm = T5Seq2SeqLM(T5Backbone(**dict(V1_1, vocabulary_size=16, num_decoder_layers=2)))
+    lm.compile(optimizer=keras.optimizers.AdamW(1e-2))
     x, y, weights = copy_task(64)
-    history = lm.fit(x, y, sample_weight=weights, batch_size=16, epochs=16, verbose=0)
+    history = lm.fit(x, y, sample_weight=weights, batch_size=32, epochs=12, verbose=0)
     losses = history.history["loss"]
-    assert losses[-1] < 0.5 * losses[0], losses
+    # From ~3 (random init) to well below ln(10) ~ 2.3, the loss of guessing among the
+    # ten content ids: the model reads its input through cross-attention.
+    assert losses[-1] < 0.6 * losses[0] and losses[-1] < 1.8, losses
     clone = T5Seq2SeqLM.from_config(lm.get_config())
     assert clone.get_config() == lm.get_config()
     assert clone.backbone.count_params() == lm.backbone.count_params()

@@ -74,7 +74,8 @@ class T5Backbone(Backbone):
             gated-GELU, HF's gelu_new).
         gated: gated feed-forward, act(x W_gate) * (x W_in) (v1.1, Flan-T5, mT5).
         dropout: dropout on the embeddings, every residual branch, the attention
-            probabilities and each stack's output.
+            probabilities, the feed-forward hidden layer and each stack's output (HF's
+            `dropout_rate`, used at all five places).
         layer_norm_epsilon: epsilon of the RMS norms.
         relative_attention_num_buckets, relative_attention_max_distance: the bias buckets.
         tie_embeddings: the output layer is the token table (v1.0); False adds an untied
@@ -132,7 +133,8 @@ class T5Backbone(Backbone):
         def block_kwargs(i, stack):
             return dict(
                 num_heads=num_heads, intermediate_dim=intermediate_dim, key_dim=key_dim,
-                activation=activation, gated=gated, dropout=dropout, normalize_first=True,
+                activation=activation, gated=gated, dropout=dropout,
+                activation_dropout=dropout, normalize_first=True,
                 norm="rms_norm", layer_norm_epsilon=layer_norm_epsilon, use_bias=False,
                 attention_scale=1.0, use_fused_attention=use_fused_attention,
                 kernel_initializer=input_init, output_kernel_initializer=fan_in,
