@@ -117,14 +117,44 @@ def spread(slot):
     return f"{number(slot['median'])} ({number(slot['min'])}-{number(slot['max'])})"
 
 
-def round_ratios(entry, name, reference="ours"):
-    """Per-round ratios reference/name (ours over a peer): [values]."""
+def round_ratios(entry, name, reference="ours", flop_normalized=False):
+    """Per-round ratios reference/name (ours over a peer): [values].
+
+    `flop_normalized`: ratios of achieved model FLOP/s (each side's units times its own
+    FLOPs per unit), for a peer that does more work per unit than ours.
+    """
     results = entry["results"]
     if name not in results or reference not in results:
         return []
+    scale = 1.0
+    if flop_normalized:
+        ours_flops = results[reference].get("flops_per_unit")
+        their_flops = results[name].get("flops_per_unit")
+        if not ours_flops or not their_flops:
+            return []
+        scale = ours_flops / their_flops
     ours = [r["value"] for r in results[reference]["rounds"]]
     theirs = [r["value"] for r in results[name]["rounds"]]
-    return [a / b for a, b in zip(ours, theirs) if b]
+    return [scale * a / b for a, b in zip(ours, theirs) if b]
+
+
+def differs_in_work(entry, name, reference="ours"):
+    results = entry["results"]
+    flops = [results.get(n, {}).get("flops_per_unit") for n in (reference, name)]
+    return all(flops) and flops[0] != flops[1]
+
+
+def ratio_parts(entry, name):
+    """'1.10x (1.05-1.20)', plus the FLOP-normalized ratio where the work differs."""
+    text = ratio_text(round_ratios(entry, name))
+    if differs_in_work(entry, name):
+        text += (f" raw, {ratio_text(round_ratios(entry, name, flop_normalized=True))} "
+                 "FLOP-normalized")
+    return text
+
+
+def run_load(data):
+    return max([data["load_average_before"][0], *(data.get("load_average_during") or [])])
 
 
 def ratio_text(ratios):
@@ -166,6 +196,16 @@ def measure_title(measure):
     return f"gen {batch.replace('b', 'b=')} {tokens[1:]} tok"
 
 
+# Facts a setup function reports (its `info`) that a table shows: (key, header, scale).
+INFO_COLUMNS = {
+    "distribution": [("weight_bytes_device0", "weights on device 0 MB", 2**-20),
+                     ("planned_weight_bytes", "planned MB", 2**-20),
+                     ("compile_seconds", "first step s", 1)],
+    "bert": [("parameters", "parameters", 1)],
+    "vit": [("parameters", "parameters", 1)],
+}
+
+
 def contender_table(data):
     """Rows: contenders; columns: each measurement (median and range), MFU, RSS, ratios."""
     order = data["measure_order"]
@@ -179,6 +219,8 @@ def contender_table(data):
         if measure == "train":
             header.append("train MFU")
     header += ["peak RSS MB"]
+    info_columns = INFO_COLUMNS.get(data["benchmark"], [])
+    header += [title for _, title, _ in info_columns]
     rows = []
     names = list(data["contenders"])
     for name in names:
@@ -193,6 +235,9 @@ def contender_table(data):
                 row.append(f"{mfu['median']:.2f}" if mfu else
                            ("n/a" if (slot or {}).get("mfu_note") else "-"))
         row.append(number(record.get("peak_rss_mb")))
+        for key, _, scale in info_columns:
+            value = (record.get("info") or {}).get(key)
+            row.append(number(value * scale) if value is not None else "-")
         rows.append(row)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -201,7 +246,7 @@ def contender_table(data):
         for name in names:
             if name == "ours":
                 continue
-            parts = [f"{measure_title(m)} {ratio_text(round_ratios(data['measurements'][m], name))}"
+            parts = [f"{measure_title(m)} {ratio_parts(data['measurements'][m], name)}"
                      for m in order if m in data["measurements"]]
             ratio_lines.append(f"- ours / {data['contenders'][name]['label']}: "
                                + "; ".join(parts))
@@ -373,13 +418,13 @@ def summary(results):
                     continue
                 parts = [f"{number(ours['median'])} {ours['unit']}"]
                 for peer in data["contenders"]:
-                    ratios = round_ratios(data["measurements"][measure], peer)
-                    if peer != "ours" and ratios:
-                        parts.append(f"{ratio_text(ratios)} {peer.replace('_', '-')}")
+                    entry = data["measurements"][measure]
+                    if peer != "ours" and round_ratios(entry, peer):
+                        parts.append(f"{ratio_parts(entry, peer)} {peer.replace('_', '-')}")
                 lines.append(f"- {title} {measure_title(measure)}, {data['backend']}, tuning "
-                             f"`{data['tuning']}` ({data['date'][:10]}, load "
-                             f"{data['load_average_before'][0]:.1f}): ours "
-                             + ", ".join(parts))
+                             f"`{data['tuning']}` ({data['date'][:10]}, {data['rounds']} "
+                             f"rounds, load up to {run_load(data):.1f} on "
+                             f"{data['machine']['cores']} cores): ours " + ", ".join(parts))
     return lines
 
 
