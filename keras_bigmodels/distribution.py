@@ -59,6 +59,8 @@ RULES = (
     # Swin patch merging: a Dense 4C -> 2C after a norm, split along its input.
     (r".*/reduction/kernel", ("mlp", "embed")),
     (r".*relative_position_bias_table", ("relative_position", "heads")),
+    # T5's bucketed relative-position tables [buckets, heads] (`RelativePositionBias`).
+    (r".*relative_position_bias/embeddings", ("relative_position", "heads")),
 )
 
 # Logical axis -> mesh axis. Megatron splits heads and the MLP width; the residual width

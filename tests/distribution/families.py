@@ -25,6 +25,13 @@ def bert_inputs(batch=8, length=8, seed=0, two_segments=True):
     return {"token_ids": ids * mask, "segment_ids": segments * mask, "padding_mask": mask}
 
 
+def seq2seq_inputs(vocabulary_size, batch=8, length=8, seed=0):
+    source = token_ids(vocabulary_size, batch, length, seed)
+    target = token_ids(vocabulary_size, batch, length, seed + 1)
+    return {"encoder_token_ids": source, "encoder_padding_mask": np.ones_like(source),
+            "decoder_token_ids": target, "decoder_padding_mask": np.ones_like(target)}
+
+
 # backbone class name -> (tiny constructor kwargs, inputs maker(batch, seed)).
 TINY_BACKBONES = {
     "GPTBackbone": (dict(vocabulary_size=101, num_layers=1, num_heads=8, hidden_dim=32,
@@ -45,6 +52,9 @@ TINY_BACKBONES = {
     "SwinBackbone": (dict(image_size=16, patch_size=2, hidden_dim=16, depths=[1, 1],
                           num_heads=[8, 8], window_size=4),
                      lambda batch=8, seed=0: images(16, batch, 3, seed)),
+    "T5Backbone": (dict(vocabulary_size=101, num_layers=1, num_heads=8, hidden_dim=32,
+                        intermediate_dim=64, gated=True, tie_embeddings=False, dropout=0.0),
+                   lambda batch=8, seed=0: seq2seq_inputs(101, batch, 8, seed)),
 }
 
 

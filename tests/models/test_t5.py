@@ -71,6 +71,19 @@ def test_dropout_everywhere_transformers_applies_it():
                  backbone(inputs)["decoder_sequence_output"], atol=0)
 
 
+def test_rule_table_names_every_matrix():
+    from keras_bigmodels import distribution
+
+    backbone = T5Backbone(**V1_1)
+    for variable in backbone.weights:
+        axes = distribution.logical_axes(variable.path)
+        assert (axes is None) == (len(variable.shape) == 1), variable.path
+    assert distribution.logical_axes("decoder_relative_position_bias/embeddings") == (
+        "relative_position", "heads")
+    assert distribution.logical_axes("output_token_embedding/embeddings") == (
+        "vocab", "table_embed")
+
+
 def test_small_preset_builds_with_its_analytic_count():
     # The smallest published T5 is built once (60M parameters, about 240 MB).
     backbone = T5Backbone.from_preset("t5-small")
@@ -117,8 +130,9 @@ def test_rms_norm_equals_t5_layer_norm():
 
 
 # Hugging Face parity --------------------------------------------------------------------
-def hf_config(config, **overrides):
+def hf_config(config, model_type="t5", **overrides):
     transformers = pytest.importorskip("transformers")
+    config_class = transformers.MT5Config if model_type == "mt5" else transformers.T5Config
     kwargs = dict(
         vocab_size=config["vocabulary_size"], d_model=config["hidden_dim"],
         d_kv=config["key_dim"], d_ff=config["intermediate_dim"],
@@ -130,10 +144,10 @@ def hf_config(config, **overrides):
         feed_forward_proj="gated-gelu" if config["gated"] else "relu",
         tie_word_embeddings=config["tie_embeddings"], decoder_start_token_id=0)
     kwargs.update(overrides)
-    return transformers.T5Config(**kwargs)
+    return config_class(**kwargs)
 
 
-def save_hf_t5(path, config, seed=0, encoder_only=False):
+def save_hf_t5(path, config, seed=0, encoder_only=False, model_type="t5"):
     """A random transformers T5 with every norm scale perturbed away from 1, saved with
     save_pretrained; an untied config gets its own lm_head.weight as released v1.1
     checkpoints have (transformers 5 would otherwise tie a fresh model's head)."""
@@ -142,8 +156,10 @@ def save_hf_t5(path, config, seed=0, encoder_only=False):
     from safetensors.torch import load_file, save_file
 
     torch.manual_seed(seed)
-    hf = hf_config(config)
-    cls = transformers.T5EncoderModel if encoder_only else transformers.T5ForConditionalGeneration
+    hf = hf_config(config, model_type)
+    prefix = "MT5" if model_type == "mt5" else "T5"
+    cls = getattr(transformers, prefix + ("EncoderModel" if encoder_only
+                                          else "ForConditionalGeneration"))
     model = cls(hf).eval()
     with torch.no_grad():
         for name, parameter in model.named_parameters():
@@ -174,9 +190,12 @@ def hf_logits(reference, inputs):
                          decoder_attention_mask=tensors["decoder_padding_mask"]).logits.numpy()
 
 
-@pytest.mark.parametrize("config", [V1_0, V1_1], ids=["v1_0", "v1_1"])
-def test_backbone_huggingface_parity(tmp_path, config):
-    reference = save_hf_t5(tmp_path, config)
+@pytest.mark.parametrize("config,model_type", [(V1_0, "t5"), (V1_1, "t5"), (V1_1, "mt5")],
+                         ids=["v1_0", "v1_1", "mt5"])
+def test_backbone_huggingface_parity(tmp_path, config, model_type):
+    reference = save_hf_t5(tmp_path, config, model_type=model_type)
+    assert type(reference).__name__.startswith(model_type.upper())
+    assert json.loads((tmp_path / "config.json").read_text())["model_type"] == model_type
     backbone = T5Backbone.from_huggingface(tmp_path)
     assert backbone.tie_embeddings == config["tie_embeddings"]
     assert backbone.scale_decoder_output == config["tie_embeddings"]
