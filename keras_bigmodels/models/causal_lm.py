@@ -34,6 +34,12 @@ class CausalLM(GenerativeTask):
     def logits_from_hidden(self, hidden):
         raise NotImplementedError(f"{type(self).__name__} must implement logits_from_hidden.")
 
+    def input_ranges(self):
+        return {"token_ids": (0, self.backbone.vocabulary_size)}
+
+    def label_range(self):
+        return (0, self.backbone.vocabulary_size)
+
     def next_logits(self, token_ids, cache, cache_update_index):
         """One cached step: float32 logits of `token_ids` at `cache_update_index`, and the cache."""
         hidden, cache = self.backbone.call_with_cache(token_ids, cache, cache_update_index)

@@ -39,6 +39,31 @@ class Seq2SeqLM(GenerativeTask):
     def logits_from_hidden(self, hidden):
         raise NotImplementedError(f"{type(self).__name__} must implement logits_from_hidden.")
 
+    def set_special_tokens(self, decoder_start_token_id, eos_token_id, pad_token_id):
+        """Check the special ids against the backbone's vocabulary and keep them."""
+        vocabulary = self.backbone.vocabulary_size
+        for name, value in (("decoder_start_token_id", decoder_start_token_id),
+                            ("eos_token_id", eos_token_id), ("pad_token_id", pad_token_id)):
+            if value is not None and not 0 <= int(value) < vocabulary:
+                raise ValueError(f"`{name}` must be an id in [0, {vocabulary - 1}]; "
+                                 f"received {value}.")
+        self.decoder_start_token_id = int(decoder_start_token_id)
+        self.eos_token_id = None if eos_token_id is None else int(eos_token_id)
+        self.pad_token_id = int(pad_token_id)
+
+    def input_ranges(self):
+        vocabulary = self.backbone.vocabulary_size
+        return {"encoder_token_ids": (0, vocabulary), "decoder_token_ids": (0, vocabulary)}
+
+    def label_range(self):
+        return (0, self.backbone.vocabulary_size)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(decoder_start_token_id=self.decoder_start_token_id,
+                      eos_token_id=self.eos_token_id, pad_token_id=self.pad_token_id)
+        return config
+
     def _generate_function(self, sampler, num_beams, stop_token_ids, pad_token_id,
                            source_length, total_length, length_penalty, max_new_tokens):
         key = ("seq2seq", sampler.key(), num_beams, stop_token_ids, pad_token_id,

@@ -37,12 +37,6 @@ class BartSeq2SeqLM(Seq2SeqLM):
 
     def __init__(self, backbone, tokenizer=None, decoder_start_token_id=2, eos_token_id=2,
                  pad_token_id=1, **kwargs):
-        vocabulary = backbone.vocabulary_size
-        for name, value in (("decoder_start_token_id", decoder_start_token_id),
-                            ("eos_token_id", eos_token_id), ("pad_token_id", pad_token_id)):
-            if value is not None and not 0 <= int(value) < vocabulary:
-                raise ValueError(f"`{name}` must be an id in [0, {vocabulary - 1}]; "
-                                 f"received {value}.")
         inputs = {name: backbone.input[name] for name in INPUT_NAMES}
         hidden = backbone(inputs)["decoder_sequence_output"]
         logits = backbone.logits(hidden)
@@ -50,9 +44,7 @@ class BartSeq2SeqLM(Seq2SeqLM):
         super().__init__(inputs=inputs, outputs=logits, **kwargs)
         self.backbone = backbone
         self.tokenizer = tokenizer
-        self.decoder_start_token_id = int(decoder_start_token_id)
-        self.eos_token_id = None if eos_token_id is None else int(eos_token_id)
-        self.pad_token_id = int(pad_token_id)
+        self.set_special_tokens(decoder_start_token_id, eos_token_id, pad_token_id)
         self.compile()
 
     def compile(self, optimizer="auto", loss="auto", metrics="auto", **kwargs):
@@ -72,19 +64,6 @@ class BartSeq2SeqLM(Seq2SeqLM):
 
     def logits_from_hidden(self, hidden):
         return keras.ops.cast(self.backbone.logits(hidden), "float32")
-
-    def input_ranges(self):
-        vocabulary = self.backbone.vocabulary_size
-        return {"encoder_token_ids": (0, vocabulary), "decoder_token_ids": (0, vocabulary)}
-
-    def label_range(self):
-        return (0, self.backbone.vocabulary_size)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(decoder_start_token_id=self.decoder_start_token_id,
-                      eos_token_id=self.eos_token_id, pad_token_id=self.pad_token_id)
-        return config
 
     # Hugging Face ---------------------------------------------------------------------
     @classmethod

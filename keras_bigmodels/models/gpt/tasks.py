@@ -74,12 +74,6 @@ class GPTCausalLM(FusedOutputLoss, CausalLM):
     def fused_loss_table(self):
         return self.backbone.token_embedding.embeddings
 
-    def input_ranges(self):
-        return {"token_ids": (0, self.backbone.vocabulary_size)}
-
-    def label_range(self):
-        return (0, self.backbone.vocabulary_size)
-
     def get_metrics_result(self):
         logs = super().get_metrics_result()
         if getattr(self, "_perplexity_from_loss", False) and "loss" in logs:
