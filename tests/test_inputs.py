@@ -337,6 +337,10 @@ def test_bert_call_without_segment_ids_says_what_to_pass():
     backbone = bert_backbone()
     inputs = bert_inputs(batch=1)
     del inputs["segment_ids"]
-    for model in (backbone, BertClassifier(backbone, num_classes=2)):
+    classifier = BertClassifier(backbone, num_classes=2)
+    for model in (backbone, classifier):
         with pytest.raises(ValueError, match=r"missing `segment_ids`: ints in \[0, 2\)"):
             model(inputs)
+    with pytest.raises(ValueError, match=r"missing `segment_ids`: ints in \[0, 2\)"):
+        classifier.fit(inputs, np.array([1]), epochs=1, verbose=0)
+    assert int(classifier.optimizer.iterations) == 0
