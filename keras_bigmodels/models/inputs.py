@@ -17,12 +17,13 @@ and the allowed range. A label equal to the compiled loss's `ignore_class` is al
 Data of other kinds (grain, distributed datasets) passes unchecked.
 
 Cost: a min and a max per checked array (plus a mask on the rare error path). Measured
-on the 2-core development machine for a [32, 128] batch of token ids and labels (GPT):
-21 us per batch on the host (generator, PyDataset, DataLoader); 0.3 ms through
+on the 2-core development machine (shared, load ~10) for a [32, 128] batch of token ids
+and labels (GPT): 10-20 us per batch on the host (generator, PyDataset, DataLoader,
+`train_on_batch`), ~60 us for BERT's four arrays; 0.25-0.3 ms through
 `tf.numpy_function` in a `tf.data` map (call overhead; it runs in the input pipeline);
-one training step of a 2-layer, 64-wide GPT (vocabulary 1000) on that batch: 340 ms on
-JAX. The check is < 0.1% of a step of even a toy model. Arrays are checked once, so
-they cost nothing per step.
+one training step of a 2-layer, 64-wide GPT (vocabulary 1000) on that batch: 220-340 ms
+on JAX. The check is ~0.1% of a step of even a toy model. `fit` on arrays checks them
+once, before the first step, and costs nothing per step.
 """
 
 import types
