@@ -41,15 +41,6 @@ class T5Seq2SeqLM(FusedOutputLoss, Seq2SeqLM):
         if getattr(backbone, "encoder_only", False):
             raise ValueError("`backbone` was built with `encoder_only=True`; T5Seq2SeqLM "
                              "needs the decoder too.")
-        vocabulary = backbone.vocabulary_size
-        for name, value in (("decoder_start_token_id", decoder_start_token_id),
-                            ("eos_token_id", eos_token_id), ("pad_token_id", pad_token_id)):
-            if value is None and name == "eos_token_id":
-                continue
-            if isinstance(value, bool) or not isinstance(value, int) or not (
-                    0 <= value < vocabulary):
-                raise ValueError(f"`{name}` must be an id in [0, {vocabulary - 1}] "
-                                 f"(vocabulary_size={vocabulary}); received {value!r}.")
         inputs = {name: backbone.input[name] for name in INPUT_NAMES}
         hidden = backbone(inputs)["decoder_sequence_output"]
         logits = backbone.logits(hidden)
@@ -57,9 +48,7 @@ class T5Seq2SeqLM(FusedOutputLoss, Seq2SeqLM):
         super().__init__(inputs=inputs, outputs=logits, **kwargs)
         self.backbone = backbone
         self.tokenizer = tokenizer
-        self.decoder_start_token_id = int(decoder_start_token_id)
-        self.eos_token_id = None if eos_token_id is None else int(eos_token_id)
-        self.pad_token_id = int(pad_token_id)
+        self.set_special_tokens(decoder_start_token_id, eos_token_id, pad_token_id)
         self.compile()
 
     def compile(self, optimizer="auto", loss="auto", metrics="auto", fused_loss="auto",
@@ -96,19 +85,6 @@ class T5Seq2SeqLM(FusedOutputLoss, Seq2SeqLM):
 
     def fused_loss_table(self):
         return self.backbone.output_token_embedding.embeddings
-
-    def input_ranges(self):
-        vocabulary = self.backbone.vocabulary_size
-        return {"encoder_token_ids": (0, vocabulary), "decoder_token_ids": (0, vocabulary)}
-
-    def label_range(self):
-        return (0, self.backbone.vocabulary_size)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(decoder_start_token_id=self.decoder_start_token_id,
-                      eos_token_id=self.eos_token_id, pad_token_id=self.pad_token_id)
-        return config
 
     # Hugging Face ---------------------------------------------------------------------
     @classmethod
