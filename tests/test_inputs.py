@@ -6,9 +6,10 @@ import keras
 import numpy as np
 import pytest
 
-from keras_bigmodels.models import (BertBackbone, BertClassifier, BertPretrainer,
-                                    BertQuestionAnswerer, BertTokenClassifier, GPTBackbone,
-                                    GPTCausalLM, ImageClassifier, SwinBackbone, ViTBackbone)
+from keras_bigmodels.models import (BartBackbone, BartSeq2SeqLM, BertBackbone, BertClassifier,
+                                    BertPretrainer, BertQuestionAnswerer, BertTokenClassifier,
+                                    GPTBackbone, GPTCausalLM, ImageClassifier, SwinBackbone,
+                                    T5Backbone, T5Seq2SeqLM, ViTBackbone)
 from keras_bigmodels.models.inputs import InputCheck, LengthOf
 
 VOCABULARY = 40
@@ -129,10 +130,32 @@ def _swin_case():
     return build, images(), np.array([0, 1, 2, 0])
 
 
+def _seq2seq_data():
+    encoder, decoder = token_ids(0), token_ids(1)[:, :6]
+    x = {"encoder_token_ids": encoder, "encoder_padding_mask": np.ones_like(encoder),
+         "decoder_token_ids": decoder, "decoder_padding_mask": np.ones_like(decoder)}
+    return x, np.roll(decoder, -1, axis=1)
+
+
+def _t5_case():
+    def build():
+        return T5Seq2SeqLM(T5Backbone(vocabulary_size=VOCABULARY, num_layers=2, num_heads=2,
+                                      hidden_dim=32, intermediate_dim=64, dropout=0.0))
+    return (build, *_seq2seq_data())
+
+
+def _bart_case():
+    def build():
+        return BartSeq2SeqLM(BartBackbone(vocabulary_size=VOCABULARY, num_layers=2,
+                                          num_heads=2, hidden_dim=32, intermediate_dim=64,
+                                          max_sequence_length=16))
+    return (build, *_seq2seq_data())
+
+
 CASES = {
     "gpt": _gpt_case, "bert_classifier": _classifier_case, "bert_pretrainer": _pretrainer_case,
     "bert_token_classifier": _token_classifier_case, "bert_qa": _qa_case, "vit": _vit_case,
-    "swin": _swin_case,
+    "swin": _swin_case, "t5": _t5_case, "bart": _bart_case,
 }
 
 # (case, "x" or "y", name in the dict or None, index, bad value, text the error must hold)
@@ -151,6 +174,10 @@ BAD = [
     ("bert_qa", "y", "end_logits", (0,), LENGTH, "Label `end_logits`"),
     ("vit", "y", None, (2,), 3, "[0, 3)"),
     ("swin", "y", None, (0,), -1, "holds -1"),
+    ("t5", "x", "decoder_token_ids", (1, 2), VOCABULARY, "`decoder_token_ids` holds 40"),
+    ("t5", "y", None, (0, 0), -1, "Label `y` holds -1"),
+    ("bart", "x", "encoder_token_ids", (0, 3), -2, "`encoder_token_ids` holds -2"),
+    ("bart", "y", None, (2, 5), VOCABULARY, f"[0, {VOCABULARY})"),
 ]
 
 
