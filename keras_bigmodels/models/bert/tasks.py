@@ -334,9 +334,7 @@ class BertTokenClassifier(_BertTask):
         """From a `BertForTokenClassification` (or RoBERTa's, ALBERT's) checkpoint dir.
 
         Args:
-            path: a local directory written by `save_pretrained`.
-            backbone_overrides: backbone constructor kwargs to change (e.g. `dropout`).
-            dtype: the backbone's dtype policy (e.g. "bfloat16").
+            path, backbone_overrides, dtype: as in `BertClassifier.from_huggingface`.
             **task_kwargs: `BertTokenClassifier` kwargs; `num_classes` and `dropout`
                 default to the checkpoint's.
 
@@ -413,9 +411,7 @@ class BertQuestionAnswerer(_BertTask):
         """From a `BertForQuestionAnswering` (or RoBERTa's, ALBERT's) checkpoint dir.
 
         Args:
-            path: a local directory written by `save_pretrained`.
-            backbone_overrides: backbone constructor kwargs to change (e.g. `dropout`).
-            dtype: the backbone's dtype policy (e.g. "bfloat16").
+            path, backbone_overrides, dtype: as in `BertClassifier.from_huggingface`.
             **task_kwargs: `BertQuestionAnswerer` kwargs.
 
         Example:
