@@ -22,7 +22,7 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 
-import argparse  # noqa: E402
+import sys  # noqa: E402
 import time  # noqa: E402
 
 import keras  # noqa: E402
@@ -31,6 +31,8 @@ import keras_bigmodels as kbm  # noqa: E402
 from keras_bigmodels import distribution as kd  # noqa: E402
 from keras_bigmodels.objectives.causal_lm import pack_documents  # noqa: E402
 from keras_bigmodels.tokenizers import Tokenizer  # noqa: E402
+
+import guide_cli  # noqa: E402
 
 MULTI_HOST_RECIPE = """\
 Multi-host launch (one process per host; every host runs the same script):
@@ -51,15 +53,39 @@ models with keras.callbacks.OrbaxCheckpoint (JAX) to avoid gathering weights on 
 """
 
 
+# `--tiny`: a smoke run in seconds.
+TINY = dict(steps=2, documents=40, vocabulary_size=256, hidden_dim=32, num_layers=1,
+            sequence_length=16, batch_size=8)
+
+
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=40, help="training steps per run")
-    parser.add_argument("--tiny", action="store_true", help="a seconds-long smoke run")
-    return parser.parse_args(argv)
+    parser = guide_cli.parser(__doc__.splitlines()[0])
+    positive = guide_cli.positive_int
+    parser.add_argument("--steps", type=positive, default=40, help="training steps per run")
+    parser.add_argument("--documents", type=guide_cli.non_negative_int, default=0,
+                        help="use only the first N training documents (0: all)")
+    parser.add_argument("--vocabulary-size", type=positive, default=2048)
+    parser.add_argument("--hidden-dim", type=positive, default=128,
+                        help="a multiple of 8 (8 heads, split over the model axis)")
+    parser.add_argument("--num-layers", type=positive, default=2)
+    parser.add_argument("--sequence-length", type=positive, default=64)
+    parser.add_argument("--batch-size", type=positive, default=16,
+                        help="a multiple of 8 (split over 8 devices)")
+    parser.add_argument("--output-json", default="out/distributed_training.json",
+                        help="the numbers of the run")
+    parser.add_argument("--tiny", action="store_true",
+                        help="a seconds-long smoke run: smaller defaults (" + ", ".join(
+                            f"{k}={v}" for k, v in TINY.items()) + "); flags given win")
+    args = guide_cli.parse(parser, argv, TINY)
+    if args.hidden_dim % 8:
+        parser.error(f"argument --hidden-dim: must be a multiple of 8, got {args.hidden_dim}")
+    if args.batch_size % 8:
+        parser.error(f"argument --batch-size: must be a multiple of 8, got {args.batch_size}")
+    return args
 
 
 def build_lm(vocabulary_size, hidden, layers, sequence_length):
-    keras.utils.set_random_seed(0)
+    guide_cli.set_random_seed(0)
     backbone = kbm.models.GPTBackbone(
         vocabulary_size=vocabulary_size, num_layers=layers, num_heads=8, hidden_dim=hidden,
         intermediate_dim=4 * hidden, max_sequence_length=sequence_length, dropout=0.0,
@@ -81,6 +107,8 @@ def train(name, lm, x, y, batch_size, steps):
 
 def main(argv=None):
     args = parse_args(argv)
+    # Opt-in process tuning (malloc, XLA:CPU flags); before JAX starts its CPU backend.
+    kbm.runtime.tune_cpu()
     if keras.backend.backend() != "jax":
         print(f"keras.distribution needs JAX (backend is {keras.backend.backend()}); "
               "see kbm.distribution.mirrored_strategy / torch_ddp_model.")
@@ -88,10 +116,10 @@ def main(argv=None):
     print(f"Devices: {keras.distribution.list_devices()}")
 
     texts = kbm.data.documents_to_texts(kbm.data.load_text("train"))
-    vocabulary_size, hidden, layers, length, batch, steps = 2048, 128, 2, 64, 16, args.steps
-    if args.tiny:
-        texts, vocabulary_size, hidden, layers, length, batch, steps = (
-            texts[:40], 256, 32, 1, 16, 8, 2)
+    if args.documents:
+        texts = texts[:args.documents]
+    vocabulary_size, hidden, layers = args.vocabulary_size, args.hidden_dim, args.num_layers
+    length, batch, steps = args.sequence_length, args.batch_size, args.steps
     tokenizer = Tokenizer.train_bpe(texts, vocabulary_size=vocabulary_size)
     x, y = pack_documents(tokenizer.encode(texts), length, tokenizer.eos_token_id)
     steps = min(steps, len(x) // batch)
@@ -121,6 +149,7 @@ def main(argv=None):
     print("\nMemory plan, GPT-3 175B (Adam, fp32 weights, bf16 activations), GiB/device:")
     print(f"  {'mesh':>9s} {'weights+grads+Adam':>19s} {'activations':>12s} {'remat':>8s} "
           f"{'total(remat)':>13s}  fits 80 GiB")
+    plans = []
     for model_axis in (8, 16, 32, 48, 96):  # divisors of its 96 heads
         data_axis = 8
         plan = kd.plan_memory("gpt3-175b", mesh_shape=(data_axis, model_axis),
@@ -130,10 +159,20 @@ def main(argv=None):
         print(f"  {data_axis:>4d}x{model_axis:<4d} {states / gib:19.1f} "
               f"{plan.activations / gib:12.1f} {plan.activations_remat / gib:8.1f} "
               f"{plan.total_remat / gib:13.1f}  {plan.fits(80)}")
+        plans.append({"mesh_shape": [data_axis, model_axis], "states_gib": states / gib,
+                      "activations_gib": plan.activations / gib,
+                      "total_remat_gib": plan.total_remat / gib, "fits_80_gib": plan.fits(80)})
     print(kd.plan_memory("gpt3-175b", mesh_shape=(8, 96), batch_size=8, sequence_length=2048))
 
     # 4. Real pods.
     print("\n" + MULTI_HOST_RECIPE)
+    results = {"command": ["guides/distributed_training.py",
+                           *(sys.argv[1:] if argv is None else argv)],
+               "arguments": vars(args), "steps": steps,
+               "data_parallel_loss": float(data_loss), "model_parallel_loss": float(model_loss),
+               "gpt3_175b_memory_plans": plans}
+    guide_cli.write_json(args.output_json, results)
+    return results
 
 
 if __name__ == "__main__":

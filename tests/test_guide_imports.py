@@ -1,0 +1,32 @@
+import os
+import subprocess
+import sys
+
+import keras
+import pytest
+
+GUIDES = os.path.join(os.path.dirname(__file__), "..", "guides")
+
+RUN_GUIDES = """
+import sys
+sys.path.insert(0, {guides!r})
+import bert_pretrain_finetune, quickstart_gpt, vit_digits
+out = {out!r}
+quickstart_gpt.main(["--tiny", "--steps", "2", "--log-every", "1", "--output", out])
+vit_digits.main(["--tiny", "--epochs", "1", "--train-images", "64", "--output", out])
+bert_pretrain_finetune.main(["--tiny", "--epochs", "1", "--documents", "8",
+                             "--finetune-epochs", "1", "--output", out])
+print("tensorflow imported:", "tensorflow" in sys.modules)
+"""
+
+
+@pytest.mark.skipif(keras.backend.backend() == "tensorflow",
+                    reason="TensorFlow is the backend itself")
+def test_guides_do_not_import_tensorflow(tmp_path):
+    # A fresh process: the test session itself has TensorFlow loaded (conftest seeds it).
+    script = RUN_GUIDES.format(guides=os.path.abspath(GUIDES), out=str(tmp_path))
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=600, env={**os.environ,
+                                              "KERAS_BACKEND": keras.backend.backend()})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "tensorflow imported: False" in result.stdout
