@@ -57,6 +57,7 @@ def perturb_norms_and_biases(torch_model, scale=0.1, seed=0):
     with torch.no_grad():
         for name, parameter in torch_model.named_parameters():
             lowered = name.lower()
-            if "norm" in lowered or name.endswith("bias"):
+            # "ln_": GPT-2/GPT-1 name their layer norms ln_1, ln_2, ln_f.
+            if "norm" in lowered or "ln_" in lowered or name.endswith("bias"):
                 noise = torch.randn(parameter.shape, generator=generator)
                 parameter.add_(scale * noise.to(parameter.dtype))

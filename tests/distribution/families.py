@@ -55,6 +55,9 @@ TINY_BACKBONES = {
     "T5Backbone": (dict(vocabulary_size=101, num_layers=1, num_heads=8, hidden_dim=32,
                         intermediate_dim=64, gated=True, tie_embeddings=False, dropout=0.0),
                    lambda batch=8, seed=0: seq2seq_inputs(101, batch, 8, seed)),
+    "BartBackbone": (dict(vocabulary_size=101, num_layers=1, num_heads=8, hidden_dim=32,
+                          intermediate_dim=64, max_sequence_length=16, dropout=0.0),
+                     lambda batch=8, seed=0: seq2seq_inputs(101, batch, 8, seed)),
 }
 
 
