@@ -399,3 +399,21 @@ def test_fused_output_loss_equals_the_logits_loss(config):
         history = lm.fit(x, y, sample_weight=weights, batch_size=8, epochs=1, verbose=0)
         losses.append(history.history["loss"][0])
     np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", ["mixed_bfloat16", "bfloat16"])
+def test_half_precision_forward_and_generation(dtype):
+    from keras_bigmodels.models.t5 import T5Seq2SeqLM
+
+    reference = T5Seq2SeqLM(T5Backbone(**V1_1))
+    lm = T5Seq2SeqLM(T5Backbone(**V1_1, dtype=dtype))
+    lm.set_weights(reference.get_weights())
+    inputs = backbone_inputs(padded=False)
+    expected = to_numpy(reference(inputs))
+    actual = to_numpy(lm(inputs))
+    assert actual.dtype == np.float32  # float32 logits whatever the compute dtype
+    assert np.abs(actual - expected).max() < 0.05 * np.abs(expected).max()
+    # The decode loop's caches take the layers' compute dtype (a float32 cache would
+    # change type inside the compiled loop).
+    output = lm.generate([[5, 6, 7, 1], [8, 1]], max_new_tokens=4, stop_token_ids=None)
+    assert [len(row) for row in output] == [4, 4]

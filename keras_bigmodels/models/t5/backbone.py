@@ -272,8 +272,10 @@ class T5Backbone(Backbone):
         self._check_decoder()
         batch = ops.shape(encoder_outputs)[0]
         shape = (batch, 2, self.num_heads, max_length, self.head_dim)
+        # The layers' compute dtype (bfloat16 under mixed precision), not the model's.
+        dtype = self.decoder_layers[0].compute_dtype
         return {
-            "self": [ops.zeros(shape, self.compute_dtype) for _ in self.decoder_layers],
+            "self": [ops.zeros(shape, dtype) for _ in self.decoder_layers],
             "cross": [block.cross_attention_cache(encoder_outputs)
                       for block in self.decoder_layers],
         }
