@@ -147,7 +147,7 @@ def hf_config(config, model_type="t5", **overrides):
     return config_class(**kwargs)
 
 
-def save_hf_t5(path, config, seed=0, encoder_only=False, model_type="t5"):
+def save_hf_t5(path, config, seed=0, encoder_only=False, model_type="t5", release_head=True):
     """A random transformers T5 with every norm scale perturbed away from 1, saved with
     save_pretrained; an untied config gets its own lm_head.weight as released v1.1
     checkpoints have (transformers 5 would otherwise tie a fresh model's head)."""
@@ -166,7 +166,7 @@ def save_hf_t5(path, config, seed=0, encoder_only=False, model_type="t5"):
             if "layer_norm" in name:
                 parameter.copy_(1.0 + 0.5 * torch.randn_like(parameter))
     model.save_pretrained(path)
-    if not encoder_only and not config["tie_embeddings"]:
+    if not encoder_only and not config["tie_embeddings"] and release_head:
         weights = load_file(str(path / "model.safetensors"))
         weights["lm_head.weight"] = 0.3 * torch.randn_like(weights["shared.weight"])
         save_file(weights, str(path / "model.safetensors"), metadata={"format": "pt"})
@@ -208,6 +208,21 @@ def test_backbone_huggingface_parity(tmp_path, config, model_type):
     # Padded decoder positions are garbage in both; compare the real ones.
     real = inputs["decoder_padding_mask"].astype(bool)
     assert_close(to_numpy(logits)[real], expected[real], atol=1e-4)
+
+
+def test_transformers_5_tied_unscaled_head(tmp_path):
+    # transformers >= 5 ties a fresh v1.1 model's head to `shared` and writes
+    # tie_word_embeddings=true with scale_decoder_outputs=false: tied, but not scaled.
+    reference = save_hf_t5(tmp_path, V1_1, release_head=False)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    if saved.get("scale_decoder_outputs") is not False:
+        pytest.skip("this transformers writes no scale_decoder_outputs")
+    backbone = T5Backbone.from_huggingface(tmp_path)
+    assert backbone.tie_embeddings and not backbone.scale_decoder_output
+    inputs = backbone_inputs()
+    real = inputs["decoder_padding_mask"].astype(bool)
+    logits = backbone.logits(backbone(inputs)["decoder_sequence_output"])
+    assert_close(to_numpy(logits)[real], hf_logits(reference, inputs)[real], atol=1e-4)
 
 
 def test_encoder_only_huggingface_parity(tmp_path):
