@@ -30,6 +30,7 @@ def _t5(num_layers, hidden_dim, num_heads, intermediate_dim, source):
     return {
         "vocabulary_size": T5_VOCABULARY_SIZE,
         "num_layers": num_layers,
+        "num_decoder_layers": num_layers,
         "num_heads": num_heads,
         "hidden_dim": hidden_dim,
         "intermediate_dim": intermediate_dim,
