@@ -66,7 +66,10 @@ def setup_ours(config, batch, num_classes):
     import keras_bigmodels as kbm
 
     backbone = kbm.models.ViTBackbone(**config, dropout=0.0)
-    model = kbm.models.ViTImageClassifier(backbone, num_classes=num_classes)
+    # ImageClassifier (any image backbone) replaced ViTImageClassifier; the old name keeps
+    # --baseline-ref working against older commits.
+    classifier = getattr(kbm.models, "ImageClassifier", None) or kbm.models.ViTImageClassifier
+    model = classifier(backbone, num_classes=num_classes)
     return _keras_measures(model, batch, num_classes, config)
 
 
