@@ -1,6 +1,8 @@
 """Command-line pieces the guides share: checked numbers, `--tiny`, the JSON of results."""
 
 import argparse
+import contextlib
+import functools
 import json
 import os
 import sys
@@ -74,23 +76,49 @@ def write_json(path, results):
     print(f"wrote {path}")
 
 
-def set_random_seed(seed):
-    """`keras.utils.set_random_seed(seed)`, without importing TensorFlow on JAX or torch.
+@contextlib.contextmanager
+def tensorflow_hidden():
+    """Within: Keras sees no TensorFlow, so it does not import it on JAX or torch.
 
-    Keras seeds TensorFlow whenever it is installed, importing it just for that (seconds,
-    and its log banners) even where the backend is JAX or torch and nothing uses it. So
-    on those backends the module is hidden for this one call (an absent module is what
-    Keras checks for), and Keras' lazy handle is told to look again on its next use.
+    `keras.utils.set_random_seed` (to seed TensorFlow too) and `model.save` (to check for
+    a `tf.TensorShape`) import TensorFlow whenever it is installed, whatever the backend:
+    seconds and its log banners for nothing. An absent module is what Keras checks for;
+    afterwards its lazy handle is told to look again, so a later tf.data use still works.
     """
     if keras.backend.backend() == "tensorflow" or "tensorflow" in sys.modules:
-        keras.utils.set_random_seed(seed)
+        yield
         return
     sys.modules["tensorflow"] = None  # `import tensorflow` now raises ImportError
     try:
-        keras.utils.set_random_seed(seed)
+        yield
     finally:
         del sys.modules["tensorflow"]
         from keras.src.utils import module_utils
 
-        # The handle caches "unavailable"; forget it, so that a later tf.data use works.
-        module_utils.tensorflow._available = None
+        module_utils.tensorflow._available = None  # it cached "unavailable"
+
+
+def runs_without_tensorflow(main):
+    """Decorates a guide's `main`: on JAX or torch it runs as if TensorFlow were absent.
+
+    Beyond seeding and saving, Keras' config serialization (`get_config` of any model)
+    asks whether TensorFlow is installed too; a guide on JAX or torch needs none of it.
+    """
+    @functools.wraps(main)
+    def wrapped(*args, **kwargs):
+        with tensorflow_hidden():
+            return main(*args, **kwargs)
+
+    return wrapped
+
+
+def set_random_seed(seed):
+    """`keras.utils.set_random_seed(seed)` without importing TensorFlow on JAX or torch."""
+    with tensorflow_hidden():
+        keras.utils.set_random_seed(seed)
+
+
+def save_model(model, path):
+    """`model.save(path)` without importing TensorFlow on JAX or torch."""
+    with tensorflow_hidden():
+        model.save(path)

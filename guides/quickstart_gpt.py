@@ -88,6 +88,7 @@ def unigram_loss(train_windows, heldout_targets, vocabulary_size):
     return float(-log_probabilities[np.ravel(heldout_targets)].mean())
 
 
+@guide_cli.runs_without_tensorflow
 def main(argv=None):
     args = parse_args(argv)
     # Opt-in process tuning (malloc, XLA:CPU flags); before the first computation.
@@ -147,7 +148,9 @@ def main(argv=None):
     batches = CausalLMBatches(token_docs, args.sequence_length, eos, args.batch_size,
                               seed=args.seed)
     start = time.time()
+    # shuffle=False: the generator shuffles (and re-cuts) the windows itself.
     history = lm.fit(batches.as_dataset(), epochs=intervals, steps_per_epoch=log_every,
+                     shuffle=False,
                      validation_data=(heldout_x, heldout_y),
                      validation_batch_size=args.batch_size,
                      verbose=2 if not args.tiny else 0).history
@@ -168,7 +171,7 @@ def main(argv=None):
 
     os.makedirs(args.output, exist_ok=True)
     model_path = os.path.join(args.output, "gpt_quickstart.keras")
-    lm.save(model_path)
+    guide_cli.save_model(lm, model_path)
     print(f"\nSaved the model to {model_path} (keras.saving.load_model reads it back)")
     curve_steps = [log_every * (i + 1) for i in range(intervals)]
     figure = save_loss_curve(os.path.join(args.output, "gpt_loss.png"), curve_steps,

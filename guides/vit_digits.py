@@ -191,6 +191,7 @@ def save_figure(path, models, x, y, predictions, names):
     plt.close(fig)
 
 
+@guide_cli.runs_without_tensorflow
 def main(argv=None):
     args = parse_args(argv)
     # Opt-in process tuning (malloc, XLA:CPU flags); before the first computation.
