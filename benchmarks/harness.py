@@ -527,6 +527,9 @@ def run(benchmark, contenders, args, config, flops_per_unit=None, measure_order=
                 dataclasses.replace(c, name=f"{c.name}@{short}", label=f"{c.label} @ {short}",
                                     source_root=baseline.path, commit=baseline.commit)
                 for c in contenders if c.library == "ours"]
+            # A before/after run must not overwrite the reference results of the benchmark.
+            output = output or args.output or os.path.join(
+                RESULTS_DIR, f"{benchmark}_{args.backend}_{args.tuning}_vs_{short}.json")
         return _run(benchmark, contenders, args, config, flops_per_unit or {}, measure_order,
                     output, notes or [], write, peaks)
 
@@ -544,6 +547,7 @@ def _run(benchmark, contenders, args, config, flops_per_unit, measure_order, out
         "rounds": args.rounds, "steps": args.steps, "warmup": args.warmup,
         "warmup_note": "warm-up steps run untimed before every round's timed steps",
         "torch_threads": args.torch_threads, "notes": notes,
+        "baseline_ref": getattr(args, "baseline_ref", None),
     }
     print(f"[{benchmark}] {args.backend}, tuning {args.tuning}, {args.rounds} rounds x "
           f"{args.steps} steps (+{args.warmup} warm-up), load {os.getloadavg()[0]:.2f}",
