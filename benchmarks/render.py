@@ -146,13 +146,31 @@ def differs_in_work(entry, name, reference="ours"):
     return all(flops) and flops[0] != flops[1]
 
 
-def ratio_parts(entry, name):
+def ratio_parts(entry, name, reference="ours"):
     """'1.10x (1.05-1.20)', plus the FLOP-normalized ratio where the work differs."""
-    text = ratio_text(round_ratios(entry, name))
-    if differs_in_work(entry, name):
-        text += (f" raw, {ratio_text(round_ratios(entry, name, flop_normalized=True))} "
-                 "FLOP-normalized")
+    text = ratio_text(round_ratios(entry, name, reference))
+    if differs_in_work(entry, name, reference):
+        normalized = round_ratios(entry, name, reference, flop_normalized=True)
+        text += f" raw, {ratio_text(normalized)} FLOP-normalized"
     return text
+
+
+# Benchmarks whose ratios are over a peer rather than ours (ours has several variants).
+RATIO_DENOMINATOR = {"attention": "keras_mha", "distribution": "single_device"}
+
+
+def ratio_pairs(benchmark, names):
+    """(numerator, denominator) contender pairs of the ratio lines of a table."""
+    pairs = []
+    for name in names:
+        if "@" in name and name.split("@")[0] in names:  # current tree / baseline commit
+            pairs.append((name.split("@")[0], name))
+    denominator = RATIO_DENOMINATOR.get(benchmark)
+    if denominator in names:
+        pairs += [(n, denominator) for n in names if n != denominator and "@" not in n]
+    elif "ours" in names:
+        pairs += [("ours", n) for n in names if n != "ours" and "@" not in n]
+    return pairs
 
 
 def run_load(data):
@@ -244,14 +262,12 @@ def contender_table(data):
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     ratio_lines = []
-    if "ours" in names:
-        for name in names:
-            if name == "ours":
-                continue
-            parts = [f"{measure_title(m)} {ratio_parts(data['measurements'][m], name)}"
-                     for m in order if m in data["measurements"]]
-            ratio_lines.append(f"- ours / {data['contenders'][name]['label']}: "
-                               + "; ".join(parts))
+    for numerator, denominator in ratio_pairs(data["benchmark"], names):
+        parts = [f"{measure_title(m)} "
+                 f"{ratio_parts(data['measurements'][m], denominator, numerator)}"
+                 for m in order if m in data["measurements"]]
+        ratio_lines.append(f"- {data['contenders'][numerator]['label']} / "
+                           f"{data['contenders'][denominator]['label']}: " + "; ".join(parts))
     errors = [f"- {name} failed: {record['error']}" for name, record in
               data["contenders"].items() if record.get("error")]
     for measure in order:
