@@ -408,3 +408,13 @@ def encoder_block(loader, block, prefix, names, transpose=True):
     dense(loader, block.feedforward.intermediate, intermediate, transpose=transpose)
     dense(loader, block.feedforward.output_dense, feedforward_output, transpose=transpose)
     norm(loader, block.feedforward_norm, feedforward_norm)
+
+
+def read_tokenizer(path):
+    """The checkpoint directory's tokenizer.json as a `Tokenizer`, or None without one."""
+    path = os.fspath(path)
+    if not os.path.isfile(os.path.join(path, "tokenizer.json")):
+        return None
+    from keras_bigmodels.tokenizers import Tokenizer
+
+    return Tokenizer.from_dir(path)

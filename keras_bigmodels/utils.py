@@ -9,6 +9,30 @@ def check_positive_int(name, value):
         raise ValueError(f"`{name}` must be a positive integer; received {value!r}.")
 
 
+def check_transformer_dims(key_dim=None, **dims):
+    """Positive ints for every named size, and `hidden_dim` divisible by `num_heads` unless
+    `key_dim` gives the head size."""
+    for name, value in dims.items():
+        if value is not None:
+            check_positive_int(name, value)
+    if key_dim is not None:
+        check_positive_int("key_dim", key_dim)
+    elif "hidden_dim" in dims and "num_heads" in dims and dims["hidden_dim"] % dims["num_heads"]:
+        raise ValueError(
+            f"`hidden_dim` ({dims['hidden_dim']}) must be divisible by `num_heads` "
+            f"({dims['num_heads']}) unless `key_dim` is given.")
+
+
+def check_pair(value, name):
+    """An int or (height, width) pair of positive ints, as a tuple of two ints."""
+    pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
+    if len(pair) != 2:
+        raise ValueError(f"`{name}` must be an int or (height, width); received {value!r}.")
+    for v in pair:
+        check_positive_int(name, v)
+    return tuple(int(v) for v in pair)
+
+
 def check_in(name, value, allowed):
     if value not in allowed:
         allowed_text = ", ".join(repr(a) for a in allowed)

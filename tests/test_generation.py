@@ -89,40 +89,60 @@ def test_beam_search_finds_the_best_sequence(table):
                key=lambda s: log_probs[2, s[0]] + log_probs[s[0], s[1]] + log_probs[s[1], s[2]])
     assert to_numpy(out)[0].tolist() == [2, *best]
     expected = log_probs[2, best[0]] + log_probs[best[0], best[1]] + log_probs[best[1], best[2]]
-    assert abs(float(to_numpy(score)[0]) - expected) < 1e-4
+    # The score is HF's: the summed log-probability over the generated length ** 1.0.
+    assert abs(float(to_numpy(score)[0]) - expected / 3) < 1e-4
 
 
-def old_beam_search(log_probs, prompt, total, k, stop, pad):
-    """The fixed-slot beam search ranked by raw summed log-prob (length_penalty=0), in numpy."""
-    beams = [(list(prompt), 0.0 if b == 0 else -1e9, False) for b in range(k)]
-    pad_only = np.where(np.arange(VOCAB) == pad, 0.0, -1e9)
-    for _ in range(len(prompt), total):
-        if all(done for _, _, done in beams):
+def reference_beam_search(log_probs, prompt, total, k, stops, length_penalty):
+    """Hugging Face's beam search (transformers' `_beam_search`, early_stopping=False) for
+    one prompt, in plain Python: a pool of finished sequences beside k running beams."""
+    keep = max(2, 1 + len(stops)) * k
+    running = [(0.0 if b == 0 else -1e9, list(prompt)) for b in range(k)]
+    pool = []  # (score, sequence), best first, at most k
+    length = len(prompt)
+    while length < total:
+        candidates = [(score + log_probs[seq[-1], t], seq + [t])
+                      for score, seq in running for t in range(VOCAB)]
+        candidates = sorted(candidates, key=lambda c: -c[0])[:keep]
+        ends = [seq[-1] in stops or length + 1 >= total for _, seq in candidates]
+        ranked = sorted(((score - 1e9 * end, seq) for (score, seq), end
+                         in zip(candidates, ends)), key=lambda c: -c[0])
+        running = ranked[:k]
+        generated = length + 1 - len(prompt)
+        entering = [(score / generated ** length_penalty, seq)
+                    for i, ((score, seq), end) in enumerate(zip(candidates, ends))
+                    if i < k and end]
+        pool = sorted(pool + entering, key=lambda c: -c[0])[:k]
+        length += 1
+        best_running = running[0][0] / (length - len(prompt)) ** length_penalty
+        if (len(pool) == k and best_running <= pool[-1][0]) or all(ends):
             break
-        candidates = [(score + (pad_only if done else log_probs[seq[-1]])[t], b, t)
-                      for b, (seq, score, done) in enumerate(beams) for t in range(VOCAB)]
-        candidates.sort(key=lambda c: -c[0])
-        beams = [(beams[b][0] + [t], s, beams[b][2] or t == stop)
-                 for s, b, t in candidates[:k]]
-    return beams[0][0] + [pad] * (total - len(beams[0][0])), beams[0][1]
+    score, seq = pool[0]
+    return seq + [stops[0] if stops else 0] * (total - len(seq)), score
 
 
-def test_beam_length_penalty_zero_is_raw_log_prob_ranking(table):
+@pytest.mark.parametrize("length_penalty", [0.0, 1.0, 2.0, -1.0])
+def test_beam_search_equals_transformers_algorithm_on_ragged_rows(table, length_penalty):
+    """Finished beams leave the running ones for a pool, as in transformers; each row of a
+    ragged batch stops on its own and equals the prompt decoded alone."""
     log_probs = table - np.log(np.exp(table).sum(-1, keepdims=True))
     prompts = [[2], [5, 3, 1]]
     ids, mask = buffer(prompts, 7)
     step = bigram_step(table)
     for stop in range(VOCAB):
+        ids[:] = np.where(mask, ids, stop)
         run = compile_function(
             lambda i, m: beam_search(step, keras.ops.zeros((2,)), i, m, 1, num_beams=3,
                                      stop_token_ids=(stop,), pad_token_id=stop,
-                                     length_penalty=0.0),
+                                     length_penalty=length_penalty, max_new_tokens=4),
             variables=[],
         )
         out, scores = run(keras.ops.array(ids), keras.ops.array(mask))
         for row, score, prompt in zip(to_numpy(out), to_numpy(scores), prompts):
-            expected, expected_score = old_beam_search(log_probs, prompt, 7, 3, stop, stop)
-            assert row.tolist() == expected, stop
+            end = len(prompt) + 4
+            expected, expected_score = reference_beam_search(log_probs, prompt, end, 3,
+                                                             (stop,), length_penalty)
+            assert row.tolist()[:end] == expected, (stop, prompt)
             assert abs(score - expected_score) < 1e-4
 
 
@@ -138,6 +158,7 @@ def test_beam_length_penalty_ranks_finished_beams_by_normalized_score():
         probs[token, 0], probs[token, token % 5 + 1] = 0.3, 0.7
     table = np.log(probs / probs.sum(-1, keepdims=True)).astype("float32")
     ids, mask = buffer([[1]], 5)
+    ids[:] = np.where(mask, ids, 0)
 
     def best(length_penalty, num_beams=4):
         run = compile_function(
@@ -168,9 +189,10 @@ def test_beam_length_penalty_ranks_finished_beams_by_normalized_score():
         assert exhaustive(length_penalty) == expected
         sequence, score = best(length_penalty)
         assert sequence == expected, length_penalty
-        # The score stays the raw summed log-prob of the returned beam.
+        # The score is the returned sequence's normalized one, as HF's sequences_scores.
         raw = sum(table[a, b] for a, b in zip(sequence, sequence[1:]) if a or b)
-        assert abs(score - raw) < 1e-4
+        generated = sequence.index(0) if 0 in sequence else len(sequence) - 1
+        assert abs(score - raw / generated ** length_penalty) < 1e-4
     with pytest.raises(ValueError, match="length_penalty"):
         beam_search(bigram_step(table), keras.ops.zeros((1,)), keras.ops.array(ids),
                     keras.ops.array(mask), 1, num_beams=2, length_penalty=float("nan"))

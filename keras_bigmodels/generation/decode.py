@@ -116,96 +116,122 @@ def repeat_batch(tree, times):
 
 def beam_search(next_logits, cache, token_ids, prompt_mask, start_index, num_beams,
                 stop_token_ids=(), pad_token_id=0, length_penalty=1.0, max_new_tokens=None):
-    """Beam search; returns the best beam's buffer [batch, total_length] and its log-prob.
+    """Beam search as Hugging Face's `generate(num_beams=k)` (early_stopping=False); returns
+    the best finished sequence's buffer [batch, total_length] and its score.
+
+    Each step ranks the `keep` = max(2, 1 + len(stop_token_ids)) * k best continuations
+    of the running beams by summed log-probability. Of those, the first k that end (a stop
+    token, or the row's last position) enter a pool of k finished sequences scored
+    `sum_logprob / generated_length ** length_penalty` (generated_length counts the tokens
+    after the row's prompt, the stop token included); the best k that do not end keep
+    running. A row stops when its pool is full and its best running beam, scored at its
+    current length, cannot beat the pool's worst (HF's heuristic), or at its own
+    `prompt length + max_new_tokens`; it is then frozen, so each row of a ragged batch
+    gives what it gives decoded alone. The returned score is the pool's (normalized) one.
 
     `cache` is the prefix cache for the original batch; it is repeated per beam here.
-    A finished beam (stop token) keeps its score and length and is padded.
-
-    A finished beam scores as in Hugging Face, `sum_logprob / generated_length **
-    length_penalty`, where `generated_length` counts the tokens after the row's prompt,
-    stop token included (a beam that reaches the end of the buffer finishes there).
-    Unlike HF, which keeps finished hypotheses in a separate pool, a finished beam keeps
-    its slot among the `num_beams` and competes with the running beams, which all share
-    one length within a row, on the same normalized score. `length_penalty` > 0 favours
-    longer sequences, < 0 shorter ones, and 0 ranks by the raw summed log-probability.
-    The returned score is the raw summed log-probability of the returned beam.
-
-    Each row finishes its beams at its own `prompt length + max_new_tokens` (where HF's
-    max_new_tokens ends it when the row is decoded alone).
 
     Args:
-        length_penalty: finite float exponent of the length normalization (HF default 1.0).
+        length_penalty: finite float exponent of the length normalization (HF default 1.0);
+            > 0 favours longer sequences, < 0 shorter ones, 0 ranks by raw log-probability.
         max_new_tokens: tokens each row adds after its own prompt (None: to the buffer end).
     """
-
     check_finite_number("length_penalty", length_penalty)
     total_length = token_ids.shape[1]
     batch = ops.shape(token_ids)[0]
     k = num_beams
     ids = repeat_batch(token_ids, k)
-    prompt_mask = repeat_batch(prompt_mask, k)
     cache = own(repeat_batch(cache, k))
     prompt_lengths, row_end, end_index = _row_limits(prompt_mask, total_length, max_new_tokens)
+    keep = max(2, 1 + len(stop_token_ids)) * k
+    rows = ops.arange(batch)[:, None]
     # All beams start identical: only beam 0 may expand at the first sampled step.
-    scores = ops.reshape(
-        ops.tile(ops.convert_to_tensor([0.0] + [NEG_INF] * (k - 1))[None, :], [batch, 1]), [-1]
-    )
-    lengths = ops.zeros((batch * k,), dtype="int32")
-    done = ops.zeros((batch * k,), dtype="bool")
+    run_scores = ops.reshape(
+        ops.tile(ops.convert_to_tensor([0.0] + [NEG_INF] * (k - 1))[None, :], [batch, 1]), [-1])
+    pool_ids = ids
+    pool_scores = ops.full((batch, k), NEG_INF, dtype="float32")
+    pool_done = ops.zeros((batch, k), dtype="bool")
+    active = ops.ones((batch,), dtype="bool")
 
-    def normalized(raw, length):
-        # Masked candidates (NEG_INF) stay masked: dividing them could lift them above
-        # real beams when length ** length_penalty is large.
-        scale = ops.power(ops.cast(ops.maximum(length, 1), "float32"), float(length_penalty))
-        return ops.where(ops.less(raw, NEG_INF / 2), raw, raw / scale)
+    def per_beam(row_values):
+        return ops.reshape(ops.repeat(row_values[:, None], k, axis=1), [-1])
 
-    def cond(index, ids, cache, scores, lengths, done):
-        return ops.logical_and(ops.less(index, end_index),
-                               ops.logical_not(ops.all(done)))
+    def cond(index, ids, cache, run_scores, pool_ids, pool_scores, pool_done, active):
+        return ops.logical_and(ops.less(index, end_index), ops.any(active))
 
-    def body(index, ids, cache, scores, lengths, done):
+    def body(index, ids, cache, run_scores, pool_ids, pool_scores, pool_done, active):
         index = eager_index(index)
-        # A beam that has written its row's max_new_tokens is finished, as if it had stopped.
-        done = ops.logical_or(done, ops.greater_equal(index, row_end))
         logits, cache = next_logits(ops.slice(ids, [0, index - 1], [batch * k, 1]), cache,
                                     index - 1)
         log_probs = ops.log_softmax(ops.cast(logits[:, -1, :], "float32"), axis=-1)
         vocabulary = log_probs.shape[-1]
-        pad_only = ops.where(ops.equal(ops.arange(vocabulary), pad_token_id), 0.0, NEG_INF)
-        log_probs = ops.where(done[:, None], pad_only[None, :], log_probs)
-        total = scores[:, None] + log_probs
-        # A running beam's candidates have the length the token at `index` gives it; a
-        # finished beam's only live candidate (the pad) keeps its length.
-        candidate_lengths = ops.where(done, lengths, index - prompt_lengths + 1)
-        ranked = normalized(total, candidate_lengths[:, None])
-        _, top_index = ops.top_k(ops.reshape(ranked, [batch, k * vocabulary]), k)
-        top_scores = ops.take_along_axis(ops.reshape(total, [batch, k * vocabulary]),
-                                         top_index, axis=-1)
-        beam = top_index // vocabulary
-        tokens = ops.cast(top_index % vocabulary, "int32")
-        # Rows still inside their prompt keep their beams and take the prompt token.
-        in_prompt = _column(prompt_mask, index)
-        row_in_prompt = ops.reshape(in_prompt, [batch, k])[:, :1]
-        given = ops.reshape(ops.cast(_column(ids, index), "int32"), [batch, k])
-        beam = ops.where(row_in_prompt, ops.arange(k)[None, :], beam)
-        tokens = ops.where(row_in_prompt, given, tokens)
-        top_scores = ops.where(row_in_prompt, ops.reshape(scores, [batch, k]), top_scores)
-        flat = ops.reshape(beam + ops.arange(batch)[:, None] * k, [-1])
-        ids = ops.take(ids, flat, axis=0)
-        cache = own(keras.tree.map_structure(lambda c: ops.take(c, flat, axis=0), cache))
-        lengths = ops.take(candidate_lengths, flat, axis=0)
-        done = ops.take(done, flat, axis=0)
-        tokens = ops.reshape(tokens, [-1])
-        ids = ops.slice_update(ids, [0, index], ops.cast(tokens, ids.dtype)[:, None])
-        done = ops.logical_or(
-            done, ops.logical_and(_is_stop(tokens, stop_token_ids), ops.logical_not(in_prompt))
-        )
-        return index + 1, ids, cache, ops.reshape(top_scores, [-1]), lengths, done
+        total = ops.reshape(run_scores[:, None] + log_probs, [batch, k * vocabulary])
+        candidate_scores, candidate_index = ops.top_k(total, min(keep, k * vocabulary))
+        width = candidate_scores.shape[-1]
+        candidate_beam = candidate_index // vocabulary
+        candidate_token = ops.cast(candidate_index % vocabulary, "int32")
+        candidates = ops.take(ids, ops.reshape(candidate_beam + rows * k, [-1]), axis=0)
+        candidates = ops.slice_update(
+            candidates, [0, index], ops.cast(ops.reshape(candidate_token, [-1, 1]), ids.dtype))
+        at_end = ops.greater_equal(index + 1, row_end)[:, None]
+        ends = ops.logical_or(
+            ops.reshape(_is_stop(ops.reshape(candidate_token, [-1]), stop_token_ids),
+                        [batch, width]), at_end)
 
-    _, ids, _, scores, _, _ = ops.while_loop(
+        # The best k continuations that do not end keep running.
+        running_rank = candidate_scores + ops.where(ends, NEG_INF, 0.0)
+        next_scores, chosen = ops.top_k(running_rank, k)
+        next_beam = ops.take_along_axis(candidate_beam, chosen, axis=1)
+        next_token = ops.take_along_axis(candidate_token, chosen, axis=1)
+
+        # Of the first k candidates, those that end enter the pool (normalized score).
+        generated = ops.cast(ops.maximum(index + 1 - prompt_lengths, 1), "float32")
+        scale = ops.power(generated, float(length_penalty))[:, None]
+        entered = ops.logical_and(ends, ops.less(ops.arange(width), k)[None, :])
+        entering = ops.where(entered, candidate_scores / scale, NEG_INF)
+        merged_scores = ops.concatenate([pool_scores, entering], axis=1)
+        new_pool_scores, picked = ops.top_k(merged_scores, k)
+        merged_ids = ops.concatenate(
+            [ops.reshape(pool_ids, [batch, k, total_length]),
+             ops.reshape(candidates, [batch, width, total_length])], axis=1)
+        new_pool_ids = ops.take(ops.reshape(merged_ids, [batch * (k + width), total_length]),
+                                ops.reshape(picked + rows * (k + width), [-1]), axis=0)
+        new_pool_done = ops.take_along_axis(
+            ops.concatenate([pool_done, entered], axis=1), picked, axis=1)
+
+        # HF's stop heuristic at the new length: can the best running beam still beat the
+        # worst finished one (a pool slot still empty counts as beatable)?
+        best_running = next_scores[:, :1] / scale
+        worst = ops.where(new_pool_done,
+                          ops.min(new_pool_scores, axis=1, keepdims=True), NEG_INF)
+        improvable = ops.any(ops.greater(best_running, worst), axis=1)
+        can_continue = ops.logical_not(ops.all(ends, axis=1))
+        still_active = ops.logical_and(improvable, ops.logical_and(
+            can_continue, ops.logical_not(at_end[:, 0])))
+
+        # Rows inside their prompt take the prompt token and keep their beams; rows that
+        # stopped keep their pool (their running beams no longer matter).
+        in_prompt = _column(prompt_mask, index)
+        updating = ops.logical_and(active, ops.logical_not(in_prompt))
+        flat = ops.reshape(next_beam + rows * k, [-1])
+        flat = ops.where(per_beam(in_prompt), ops.arange(batch * k), flat)
+        tokens = ops.where(per_beam(in_prompt),
+                           ops.cast(_column(ids, index), "int32"), ops.reshape(next_token, [-1]))
+        ids = ops.take(ids, flat, axis=0)
+        ids = ops.slice_update(ids, [0, index], ops.cast(tokens, ids.dtype)[:, None])
+        cache = own(keras.tree.map_structure(lambda c: ops.take(c, flat, axis=0), cache))
+        run_scores = ops.where(per_beam(in_prompt), run_scores, ops.reshape(next_scores, [-1]))
+        pool_ids = ops.where(per_beam(updating)[:, None], new_pool_ids, pool_ids)
+        pool_scores = ops.where(updating[:, None], new_pool_scores, pool_scores)
+        pool_done = ops.where(updating[:, None], new_pool_done, pool_done)
+        active = ops.where(updating, still_active, active)
+        return index + 1, ids, cache, run_scores, pool_ids, pool_scores, pool_done, active
+
+    state = ops.while_loop(
         cond, body,
-        (ops.convert_to_tensor(start_index, "int32"), ids, cache, scores, lengths, done),
+        (ops.convert_to_tensor(start_index, "int32"), ids, cache, run_scores, pool_ids,
+         pool_scores, pool_done, active),
     )
-    # top_k keeps beams sorted by their normalized score, so beam 0 is the best of each row.
-    best = ops.arange(batch) * k
-    return ops.take(ids, best, axis=0), ops.take(scores, best, axis=0)
+    pool_ids, pool_scores = state[4], state[5]
+    # top_k keeps each pool sorted, so slot 0 is the best finished sequence of its row.
+    return ops.take(pool_ids, ops.arange(batch) * k, axis=0), pool_scores[:, 0]

@@ -12,7 +12,7 @@ class Backbone(keras.Model):
     """A functional network built from constructor kwargs; subclasses set `family`.
 
     Subclasses build their graph in `__init__`, call `super().__init__(inputs, outputs)`,
-    and list their constructor kwargs in `get_config`.
+    keep each constructor kwarg as an attribute and name them in `config_keys`.
     """
 
     family = None
@@ -52,9 +52,20 @@ class Backbone(keras.Model):
         mapping = importlib.import_module(cls.huggingface_mapping)
         return mapping.load_backbone(cls, path, dtype=dtype, **overrides)
 
+    # The constructor kwargs `get_config` returns, read back from attributes of the same
+    # name; an entry ("kwarg", "attribute") reads another attribute. Tuples come back as
+    # lists; "dtype" is added from the model's dtype policy.
+    config_keys = ()
+
     def get_config(self):
         # Functional subclasses are rebuilt from their kwargs, not from the graph.
-        return {"name": self.name, "trainable": self.trainable}
+        config = {"name": self.name, "trainable": self.trainable}
+        for entry in self.config_keys:
+            key, attribute = entry if isinstance(entry, tuple) else (entry, entry)
+            value = getattr(self, attribute)
+            config[key] = list(value) if isinstance(value, tuple) else value
+        config["dtype"] = keras.dtype_policies.serialize(self.dtype_policy)
+        return config
 
     @classmethod
     def from_config(cls, config):

@@ -1,13 +1,32 @@
 """Seq2SeqLM: the task base of encoder-decoder language models (T5, BART); owns `generate()`."""
 
+import importlib
+import os
+
+import keras
 import numpy as np
 from keras import ops
 
 from keras_bigmodels.backend import compile_function
 from keras_bigmodels.backend.decoding import own
 from keras_bigmodels.generation import beam_search, decode
+from keras_bigmodels.losses import SparseCrossEntropy
 from keras_bigmodels.models.generative import GenerativeTask, bucket_length
 from keras_bigmodels.utils import check_positive_int
+
+
+INPUT_NAMES = ("encoder_token_ids", "encoder_padding_mask", "decoder_token_ids",
+               "decoder_padding_mask")
+
+
+def training_graph(backbone):
+    """(inputs, float32 logits) of teacher-forced training on an encoder-decoder backbone
+    whose outputs include "decoder_sequence_output" and whose `logits(hidden)` is the
+    output layer."""
+    inputs = {name: backbone.input[name] for name in INPUT_NAMES}
+    hidden = backbone(inputs)["decoder_sequence_output"]
+    logits = backbone.logits(hidden)
+    return inputs, keras.layers.Activation("linear", dtype="float32", name="logits")(logits)
 
 
 class Seq2SeqLM(GenerativeTask):
@@ -36,8 +55,55 @@ class Seq2SeqLM(GenerativeTask):
     eos_token_id = None
     pad_token_id = 0
 
+    default_learning_rate = 1e-4
+
+    def compile(self, optimizer="auto", loss="auto", metrics="auto", **kwargs):
+        """Compile; "auto" gives AdamW(`default_learning_rate`, weight decay 0.01, clipnorm
+        1.0), cross-entropy from logits (padding weighted out by the sample weights) and no
+        metrics.
+
+        Example:
+        >>> lm.compile(optimizer=keras.optimizers.AdamW(3e-5))
+        """
+        if optimizer == "auto":
+            optimizer = keras.optimizers.AdamW(self.default_learning_rate, weight_decay=0.01,
+                                               clipnorm=1.0)
+        if loss == "auto":
+            loss = SparseCrossEntropy()
+        if metrics == "auto":
+            metrics = None
+        super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
+
     def logits_from_hidden(self, hidden):
-        raise NotImplementedError(f"{type(self).__name__} must implement logits_from_hidden.")
+        """float32 logits of decoder states through the backbone's output layer."""
+        return ops.cast(self.backbone.logits(hidden), "float32")
+
+    # Hugging Face ---------------------------------------------------------------------
+    @classmethod
+    def from_huggingface(cls, path, backbone_overrides=None, dtype=None, **task_kwargs):
+        """The task from a local HF checkpoint directory (config.json + model.safetensors
+        [+ tokenizer.json]); the backbone's family mapping checks `model_type`.
+
+        Args:
+            path: a local directory written by `save_pretrained`.
+            backbone_overrides: backbone kwargs to change (e.g. `{"dropout": 0.0}`).
+            dtype: the backbone's dtype policy (e.g. "bfloat16").
+            **task_kwargs: task kwargs; the tokenizer defaults to the directory's
+                tokenizer.json (if any) and the special ids to config.json's.
+
+        Example:
+        >>> t5 = T5Seq2SeqLM.from_huggingface("flan-t5-small/")  # a save_pretrained dir
+        """
+        from keras_bigmodels.checkpoints import read_config, read_tokenizer
+
+        backbone = cls.backbone_cls.from_huggingface(path, dtype=dtype,
+                                                     **(backbone_overrides or {}))
+        mapping = importlib.import_module(cls.backbone_cls.huggingface_mapping)
+        for name, value in mapping.generation_ids(read_config(os.fspath(path))).items():
+            task_kwargs.setdefault(name, value)
+        if "tokenizer" not in task_kwargs:
+            task_kwargs["tokenizer"] = read_tokenizer(path)
+        return cls(backbone, **task_kwargs)
 
     def set_special_tokens(self, decoder_start_token_id, eos_token_id, pad_token_id):
         """Check the special ids against the backbone's vocabulary and keep them."""

@@ -273,6 +273,21 @@ def test_huggingface_gpt2_parity(tmp_path):
                                          early_stopping=False, pad_token_id=0,
                                          eos_token_id=None).numpy()[0].tolist()
         assert row == hf_beam
+    # With a stop token, finished beams wait in a pool while others run on (transformers'
+    # algorithm); the stop token is one the unstopped beams write.
+    stop = ours[0][len(ragged[0]) + 1]
+    stopped = lm.generate(ragged, max_new_tokens=6, sampler="beam", num_beams=3,
+                          stop_token_ids=[stop])
+    for prompt, row in zip(ragged, stopped):
+        with torch.no_grad():
+            hf_beam = reference.generate(torch.tensor([prompt], dtype=torch.long),
+                                         max_new_tokens=6, num_beams=3, do_sample=False,
+                                         early_stopping=False, pad_token_id=stop,
+                                         eos_token_id=stop).numpy()[0].tolist()
+        while len(hf_beam) > len(prompt) and hf_beam[-1] == stop and stop not in hf_beam[
+                len(prompt):-1]:
+            hf_beam = hf_beam[:-1]  # ours cuts the stop token and what follows
+        assert row == hf_beam[:len(hf_beam)], (prompt, row, hf_beam)
     assert lm.tokenizer is not None
     text = lm.generate("the quick", max_new_tokens=3, stop_token_ids=None)
     assert isinstance(text, str) and text.startswith("the quick")

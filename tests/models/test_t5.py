@@ -330,6 +330,9 @@ def test_beam_equals_transformers(hf_pair):
     ours = lm.generate(RAGGED, max_new_tokens=10, sampler="beam", num_beams=3,
                        stop_token_ids=None)
     assert ours == hf_generate(reference, RAGGED, 10, num_beams=3, eos=False)
+    # With the end id, finished beams wait in a pool as in transformers.
+    assert (lm.generate(RAGGED, max_new_tokens=10, sampler="beam", num_beams=3)
+            == hf_generate(reference, RAGGED, 10, num_beams=3))
 
 
 def test_greedy_equals_uncached_argmax_loop():

@@ -10,7 +10,7 @@ from keras_bigmodels.layers.transformer import (TransformerDecoderBlock,
                                                 TransformerEncoderBlock, make_norm)
 from keras_bigmodels.models.bart.config import POSITION_OFFSET
 from keras_bigmodels.models.base import Backbone
-from keras_bigmodels.utils import check_positive_int, check_token_ids
+from keras_bigmodels.utils import check_positive_int, check_token_ids, check_transformer_dims
 
 
 @keras.saving.register_keras_serializable(package="keras_bigmodels")
@@ -161,23 +161,23 @@ class BartBackbone(Backbone):
     """
 
     family = "bart"
+    huggingface_mapping = "keras_bigmodels.models.bart.huggingface"
+    config_keys = (
+        "vocabulary_size", ("num_layers", "num_encoder_layers"), "num_heads", "hidden_dim",
+        "intermediate_dim", "max_sequence_length", "num_decoder_layers", "key_dim",
+        "activation", "dropout", "attention_dropout", "layer_norm_epsilon",
+        "scale_embedding", "initializer_range", "use_fused_attention",
+    )
 
     def __init__(self, vocabulary_size, num_layers, num_heads, hidden_dim, intermediate_dim,
                  max_sequence_length=1024, num_decoder_layers=None, key_dim=None,
                  activation="gelu", dropout=0.1, attention_dropout=0.0, layer_norm_epsilon=1e-5,
                  scale_embedding=False, initializer_range=0.02, use_fused_attention=None,
                  dtype=None, **kwargs):
-        for name, value in (("vocabulary_size", vocabulary_size), ("num_layers", num_layers),
-                            ("num_heads", num_heads), ("hidden_dim", hidden_dim),
-                            ("intermediate_dim", intermediate_dim),
-                            ("max_sequence_length", max_sequence_length)):
-            check_positive_int(name, value)
-        if num_decoder_layers is not None:
-            check_positive_int("num_decoder_layers", num_decoder_layers)
-        if key_dim is None and hidden_dim % num_heads:
-            raise ValueError(
-                f"`hidden_dim` ({hidden_dim}) must be divisible by `num_heads` ({num_heads}) "
-                "unless `key_dim` is given.")
+        check_transformer_dims(
+            key_dim, vocabulary_size=vocabulary_size, num_layers=num_layers,
+            num_heads=num_heads, hidden_dim=hidden_dim, intermediate_dim=intermediate_dim,
+            max_sequence_length=max_sequence_length, num_decoder_layers=num_decoder_layers)
         init = keras.initializers.RandomNormal(stddev=initializer_range)
         block_kwargs = dict(
             num_heads=num_heads, intermediate_dim=intermediate_dim, key_dim=key_dim,
@@ -298,36 +298,3 @@ class BartBackbone(Backbone):
     def check_token_ids(self, token_ids, name):
         check_token_ids(token_ids, self.vocabulary_size, name=name)
 
-    # Hugging Face ------------------------------------------------------------------------
-    @classmethod
-    def from_huggingface(cls, path, dtype=None, **overrides):
-        """A BART backbone (with final_logits_bias) from a local HF checkpoint directory.
-
-        Example:
-        >>> backbone = BartBackbone.from_huggingface("bart/")  # a save_pretrained dir
-        """
-        from keras_bigmodels.models.bart.huggingface import load_bart_backbone
-
-        return load_bart_backbone(path, dtype=dtype, **overrides)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            vocabulary_size=self.vocabulary_size,
-            num_layers=self.num_encoder_layers,
-            num_heads=self.num_heads,
-            hidden_dim=self.hidden_dim,
-            intermediate_dim=self.intermediate_dim,
-            max_sequence_length=self.max_sequence_length,
-            num_decoder_layers=self.num_decoder_layers,
-            key_dim=self.key_dim,
-            activation=self.activation,
-            dropout=self.dropout,
-            attention_dropout=self.attention_dropout,
-            layer_norm_epsilon=self.layer_norm_epsilon,
-            scale_embedding=self.scale_embedding,
-            initializer_range=self.initializer_range,
-            use_fused_attention=self.use_fused_attention,
-            dtype=keras.dtype_policies.serialize(self.dtype_policy),
-        )
-        return config

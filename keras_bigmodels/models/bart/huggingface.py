@@ -8,7 +8,6 @@ kernels are then reshaped into heads ([hidden, heads, head_dim] for query/key/va
 tables keep their 2 offset rows, as ours do; `final_logits_bias` is saved as [1, vocab].
 """
 
-import os
 
 import numpy as np
 
@@ -95,26 +94,16 @@ def load_weights(backbone, weights):
     loader.finish()
 
 
-def load_bart_backbone(path, dtype=None, **overrides):
+def load_backbone(cls, path, dtype=None, **overrides):
     """A `BartBackbone` with the weights of a local HF BART checkpoint directory."""
-    from keras_bigmodels.models.bart.backbone import BartBackbone
-
     config, weights = read_checkpoint(path)
-    backbone = BartBackbone(**{**backbone_kwargs(config), **overrides}, dtype=dtype)
+    backbone = cls(**{**backbone_kwargs(config), **overrides}, dtype=dtype)
     load_weights(backbone, weights)
     return backbone
 
 
-def load_tokenizer(path):
-    """The checkpoint's tokenizer.json as a `Tokenizer`, or None when there is none."""
-    if os.path.isfile(os.path.join(os.fspath(path), "tokenizer.json")):
-        from keras_bigmodels.tokenizers import Tokenizer
-
-        return Tokenizer.from_dir(path)
-    return None
-
-
 def generation_ids(config):
-    """(decoder_start, eos, pad) token ids of an HF BART config (2, 2, 1 by default)."""
-    return (config.get("decoder_start_token_id", 2), config.get("eos_token_id", 2),
-            config.get("pad_token_id", 1))
+    """The decoder start, end and padding ids of an HF BART config (2, 2, 1 by default)."""
+    return {"decoder_start_token_id": config.get("decoder_start_token_id", 2),
+            "eos_token_id": config.get("eos_token_id", 2),
+            "pad_token_id": config.get("pad_token_id", 1)}

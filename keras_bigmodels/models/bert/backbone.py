@@ -46,6 +46,12 @@ class BertBackbone(Backbone):
     """
 
     family = "bert"
+    config_keys = (
+        "vocabulary_size", "num_layers", "num_heads", "hidden_dim", "intermediate_dim",
+        "max_sequence_length", "num_segments", "embedding_dim", "share_layers",
+        "position_offset", "activation", "dropout", "attention_dropout",
+        "layer_norm_epsilon", "initializer_range",
+    )
     huggingface_mapping = "keras_bigmodels.models.bert.huggingface"
 
     def __init__(
@@ -198,28 +204,6 @@ class BertBackbone(Backbone):
         # Before Keras' input-spec check, whose message does not say what to pass.
         self.check_inputs(args[0] if args else kwargs.get("inputs"))
         return super().__call__(*args, **kwargs)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            vocabulary_size=self.vocabulary_size,
-            num_layers=self.num_layers,
-            num_heads=self.num_heads,
-            hidden_dim=self.hidden_dim,
-            intermediate_dim=self.intermediate_dim,
-            max_sequence_length=self.max_sequence_length,
-            num_segments=self.num_segments,
-            embedding_dim=self.embedding_dim,
-            share_layers=self.share_layers,
-            position_offset=self.position_offset,
-            activation=self.activation,
-            dropout=self.dropout,
-            attention_dropout=self.attention_dropout,
-            layer_norm_epsilon=self.layer_norm_epsilon,
-            initializer_range=self.initializer_range,
-            dtype=keras.dtype_policies.serialize(self.dtype_policy),
-        )
-        return config
 
 
 @keras.saving.register_keras_serializable(package="keras_bigmodels")

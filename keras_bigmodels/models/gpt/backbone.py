@@ -10,7 +10,7 @@ from keras_bigmodels.layers.embeddings import TransformerEmbedding
 from keras_bigmodels.layers.transformer import TransformerDecoderBlock, make_norm
 from keras_bigmodels.models.base import Backbone
 from keras_bigmodels.backend.decoding import invoke
-from keras_bigmodels.utils import check_positive_int
+from keras_bigmodels.utils import check_transformer_dims
 
 
 def banded_attention_bias(query_length, key_length, window, offset=0):
@@ -75,6 +75,12 @@ class GPTBackbone(Backbone):
     """
 
     family = "gpt"
+    config_keys = (
+        "vocabulary_size", "num_layers", "num_heads", "hidden_dim", "intermediate_dim",
+        "max_sequence_length", "key_dim", "normalize_first", "activation", "dropout",
+        "layer_norm_epsilon", "local_attention_window", "initializer_range",
+        "use_fused_attention",
+    )
     huggingface_mapping = "keras_bigmodels.models.gpt.huggingface"
 
     def __init__(self, vocabulary_size, num_layers, num_heads, hidden_dim, intermediate_dim,
@@ -82,18 +88,11 @@ class GPTBackbone(Backbone):
                  activation="gelu_approximate", dropout=0.1, layer_norm_epsilon=1e-5,
                  local_attention_window=None, initializer_range=0.02, use_fused_attention=None,
                  dtype=None, **kwargs):
-        for name, value in (("vocabulary_size", vocabulary_size), ("num_layers", num_layers),
-                            ("num_heads", num_heads), ("hidden_dim", hidden_dim),
-                            ("intermediate_dim", intermediate_dim),
-                            ("max_sequence_length", max_sequence_length)):
-            check_positive_int(name, value)
-        if local_attention_window is not None:
-            check_positive_int("local_attention_window", local_attention_window)
-        if key_dim is None and hidden_dim % num_heads:
-            raise ValueError(
-                f"`hidden_dim` ({hidden_dim}) must be divisible by `num_heads` ({num_heads}) "
-                "unless `key_dim` is given."
-            )
+        check_transformer_dims(
+            key_dim, vocabulary_size=vocabulary_size, num_layers=num_layers,
+            num_heads=num_heads, hidden_dim=hidden_dim, intermediate_dim=intermediate_dim,
+            max_sequence_length=max_sequence_length,
+            local_attention_window=local_attention_window)
         init = keras.initializers.RandomNormal(stddev=initializer_range)
         # GPT-2 Sec. 2.3: residual projections scaled by 1/sqrt(N) for N residual layers.
         output_init = keras.initializers.RandomNormal(
@@ -193,24 +192,3 @@ class GPTBackbone(Backbone):
         if self.final_norm is not None:
             x = invoke(self.final_norm, x)
         return x, new_cache
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            vocabulary_size=self.vocabulary_size,
-            num_layers=self.num_layers,
-            num_heads=self.num_heads,
-            hidden_dim=self.hidden_dim,
-            intermediate_dim=self.intermediate_dim,
-            max_sequence_length=self.max_sequence_length,
-            key_dim=self.key_dim,
-            normalize_first=self.normalize_first,
-            activation=self.activation,
-            dropout=self.dropout,
-            layer_norm_epsilon=self.layer_norm_epsilon,
-            local_attention_window=self.local_attention_window,
-            initializer_range=self.initializer_range,
-            use_fused_attention=self.use_fused_attention,
-            dtype=keras.dtype_policies.serialize(self.dtype_policy),
-        )
-        return config

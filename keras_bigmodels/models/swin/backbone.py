@@ -1,22 +1,12 @@
 """Swin Transformer backbone: shifted-window attention stages with patch merging."""
 
 import keras
-import numpy as np
 from keras import ops
 
 from keras_bigmodels.layers.embeddings import PatchEmbedding
 from keras_bigmodels.layers.windows import PatchMerging, SwinTransformerBlock
 from keras_bigmodels.models.base import Backbone
-from keras_bigmodels.utils import check_positive_int
-
-
-def _pair(value, name):
-    pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
-    if len(pair) != 2:
-        raise ValueError(f"`{name}` must be an int or (height, width); received {value!r}.")
-    for v in pair:
-        check_positive_int(name, v)
-    return tuple(int(v) for v in pair)
+from keras_bigmodels.utils import check_pair, check_positive_int
 
 
 @keras.saving.register_keras_serializable(package="keras_bigmodels")
@@ -51,14 +41,19 @@ class SwinBackbone(Backbone):
     """
 
     family = "swin"
+    config_keys = (
+        "image_size", "patch_size", "hidden_dim", "depths", "num_heads", "window_size",
+        "mlp_ratio", "num_channels", "dropout", "attention_dropout", "layer_norm_epsilon",
+        "activation", "use_fused_attention",
+    )
     huggingface_mapping = "keras_bigmodels.models.swin.huggingface"
 
     def __init__(self, image_size=224, patch_size=4, hidden_dim=96, depths=(2, 2, 6, 2),
                  num_heads=(3, 6, 12, 24), window_size=7, mlp_ratio=4.0, num_channels=3,
                  dropout=0.0, attention_dropout=0.0, layer_norm_epsilon=1e-5,
                  activation="gelu", use_fused_attention=None, dtype=None, **kwargs):
-        image = _pair(image_size, "image_size")
-        patch = _pair(patch_size, "patch_size")
+        image = check_pair(image_size, "image_size")
+        patch = check_pair(patch_size, "patch_size")
         depths, num_heads = list(depths), list(num_heads)
         if not depths or len(depths) != len(num_heads):
             raise ValueError(
@@ -130,25 +125,3 @@ class SwinBackbone(Backbone):
         self.activation = activation
         self.use_fused_attention = use_fused_attention
         self.output_dim = dim
-        self._dtype_arg = dtype
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            image_size=list(self.image_size),
-            patch_size=list(self.patch_size),
-            hidden_dim=self.hidden_dim,
-            depths=list(self.depths),
-            num_heads=list(self.num_heads),
-            window_size=self.window_size,
-            mlp_ratio=self.mlp_ratio,
-            num_channels=self.num_channels,
-            dropout=self.dropout,
-            attention_dropout=self.attention_dropout,
-            layer_norm_epsilon=self.layer_norm_epsilon,
-            activation=self.activation,
-            use_fused_attention=self.use_fused_attention,
-            dtype=(keras.dtype_policies.serialize(self._dtype_arg)
-                   if isinstance(self._dtype_arg, keras.DTypePolicy) else self._dtype_arg),
-        )
-        return config

@@ -12,7 +12,7 @@ from keras_bigmodels.layers.transformer import (
     make_norm,
 )
 from keras_bigmodels.models.base import Backbone
-from keras_bigmodels.utils import check_positive_int, check_token_ids
+from keras_bigmodels.utils import check_token_ids, check_transformer_dims
 
 
 @keras.saving.register_keras_serializable(package="keras_bigmodels")
@@ -98,6 +98,16 @@ class T5Backbone(Backbone):
     """
 
     family = "t5"
+    # Reads "t5"/"mt5" T5ForConditionalGeneration and T5EncoderModel dirs (an encoder-only
+    # backbone); `encoder_only=True` keeps just the encoder of a full checkpoint.
+    huggingface_mapping = "keras_bigmodels.models.t5.huggingface"
+    config_keys = (
+        "vocabulary_size", ("num_layers", "num_encoder_layers"), "num_heads", "hidden_dim",
+        "intermediate_dim", "key_dim", "num_decoder_layers", "activation", "gated", "dropout",
+        "layer_norm_epsilon", "relative_attention_num_buckets",
+        "relative_attention_max_distance", "tie_embeddings", "scale_decoder_output",
+        "encoder_only", "use_fused_attention",
+    )
 
     def __init__(self, vocabulary_size, num_layers, num_heads, hidden_dim, intermediate_dim,
                  key_dim=None, num_decoder_layers=None, activation="relu", gated=False,
@@ -105,19 +115,12 @@ class T5Backbone(Backbone):
                  relative_attention_max_distance=128, tie_embeddings=True,
                  scale_decoder_output=None, encoder_only=False, use_fused_attention=None,
                  dtype=None, **kwargs):
-        for name, value in (("vocabulary_size", vocabulary_size), ("num_layers", num_layers),
-                            ("num_heads", num_heads), ("hidden_dim", hidden_dim),
-                            ("intermediate_dim", intermediate_dim),
-                            ("relative_attention_num_buckets", relative_attention_num_buckets),
-                            ("relative_attention_max_distance",
-                             relative_attention_max_distance)):
-            check_positive_int(name, value)
-        if num_decoder_layers is not None:
-            check_positive_int("num_decoder_layers", num_decoder_layers)
-        if key_dim is None and hidden_dim % num_heads:
-            raise ValueError(
-                f"`hidden_dim` ({hidden_dim}) must be divisible by `num_heads` ({num_heads}) "
-                "unless `key_dim` is given.")
+        check_transformer_dims(
+            key_dim, vocabulary_size=vocabulary_size, num_layers=num_layers,
+            num_heads=num_heads, hidden_dim=hidden_dim, intermediate_dim=intermediate_dim,
+            relative_attention_num_buckets=relative_attention_num_buckets,
+            relative_attention_max_distance=relative_attention_max_distance,
+            num_decoder_layers=num_decoder_layers)
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"`dropout` must be in [0, 1); received {dropout}.")
         head_dim = key_dim or hidden_dim // num_heads
@@ -314,43 +317,3 @@ class T5Backbone(Backbone):
     def check_token_ids(self, token_ids, name):
         check_token_ids(token_ids, self.vocabulary_size, name=name)
 
-    # Hugging Face ------------------------------------------------------------------------
-    @classmethod
-    def from_huggingface(cls, path, dtype=None, **overrides):
-        """A T5 backbone from a local HF checkpoint directory.
-
-        Reads `T5ForConditionalGeneration` (model_type "t5" or "mt5": T5 v1.0, v1.1,
-        Flan-T5, mT5) and the encoder-only `T5EncoderModel`, which gives an
-        `encoder_only=True` backbone; `encoder_only=True` also keeps only the encoder of a
-        full checkpoint (a text encoder).
-
-        Example:
-        >>> encoder = T5Backbone.from_huggingface("t5-encoder/")  # a save_pretrained dir
-        """
-        from keras_bigmodels.models.t5.huggingface import load_t5_backbone
-
-        return load_t5_backbone(path, dtype=dtype, **overrides)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            vocabulary_size=self.vocabulary_size,
-            num_layers=self.num_encoder_layers,
-            num_heads=self.num_heads,
-            hidden_dim=self.hidden_dim,
-            intermediate_dim=self.intermediate_dim,
-            key_dim=self.key_dim,
-            num_decoder_layers=self.num_decoder_layers,
-            activation=self.activation,
-            gated=self.gated,
-            dropout=self.dropout,
-            layer_norm_epsilon=self.layer_norm_epsilon,
-            relative_attention_num_buckets=self.relative_attention_num_buckets,
-            relative_attention_max_distance=self.relative_attention_max_distance,
-            tie_embeddings=self.tie_embeddings,
-            scale_decoder_output=self.scale_decoder_output,
-            encoder_only=self.encoder_only,
-            use_fused_attention=self.use_fused_attention,
-            dtype=keras.dtype_policies.serialize(self.dtype_policy),
-        )
-        return config

@@ -137,10 +137,8 @@ def load_weights(backbone, weights):
     loader.finish()
 
 
-def load_t5_backbone(path, dtype=None, **overrides):
+def load_backbone(cls, path, dtype=None, **overrides):
     """A `T5Backbone` with the weights of a local HF T5 / mT5 checkpoint directory."""
-    from keras_bigmodels.models.t5.backbone import T5Backbone
-
     config, weights = read_checkpoint(path)
     kwargs = backbone_kwargs(config, weights)
     if overrides.get("encoder_only"):
@@ -149,7 +147,7 @@ def load_t5_backbone(path, dtype=None, **overrides):
         raise ValueError(f"`{path}` holds only an encoder (T5EncoderModel); it cannot give "
                          "a backbone with `encoder_only=False`.")
     kwargs.update(overrides)
-    backbone = T5Backbone(**kwargs, dtype=dtype)
+    backbone = cls(**kwargs, dtype=dtype)
     load_weights(backbone, weights)
     return backbone
 

@@ -8,16 +8,7 @@ from keras_bigmodels.layers.embeddings import PatchEmbedding
 from keras_bigmodels.layers.positions import PositionEmbedding
 from keras_bigmodels.layers.transformer import TransformerEncoderBlock
 from keras_bigmodels.models.base import Backbone
-from keras_bigmodels.utils import check_in, check_positive_int
-
-
-def _pair(value, name):
-    pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
-    if len(pair) != 2:
-        raise ValueError(f"`{name}` must be an int or (height, width); received {value!r}.")
-    for v in pair:
-        check_positive_int(name, v)
-    return tuple(int(v) for v in pair)
+from keras_bigmodels.utils import check_in, check_pair, check_positive_int
 
 
 def _bicubic_matrix(in_size, out_size, a=-0.75):
@@ -148,6 +139,11 @@ class ViTBackbone(Backbone):
     """
 
     family = "vit"
+    config_keys = (
+        "image_size", "patch_size", "num_layers", "num_heads", "hidden_dim",
+        "intermediate_dim", "num_channels", "dropout", "attention_dropout",
+        "layer_norm_epsilon", "activation", "pooling", "use_pooler", "use_fused_attention",
+    )
     huggingface_mapping = "keras_bigmodels.models.vit.huggingface"
 
     def __init__(self, image_size=224, patch_size=16, num_layers=12, num_heads=12,
@@ -155,8 +151,8 @@ class ViTBackbone(Backbone):
                  attention_dropout=0.0, layer_norm_epsilon=1e-6, activation="gelu",
                  pooling="cls", use_pooler=False, use_fused_attention=None, dtype=None,
                  **kwargs):
-        image = _pair(image_size, "image_size")
-        patch = _pair(patch_size, "patch_size")
+        image = check_pair(image_size, "image_size")
+        patch = check_pair(patch_size, "patch_size")
         for size, p, axis in zip(image, patch, ("height", "width")):
             if size % p:
                 raise ValueError(
@@ -213,29 +209,6 @@ class ViTBackbone(Backbone):
         self.pooling = pooling
         self.use_pooler = use_pooler
         self.use_fused_attention = use_fused_attention
-        self._dtype_arg = dtype
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            image_size=list(self.image_size),
-            patch_size=list(self.patch_size),
-            num_layers=self.num_layers,
-            num_heads=self.num_heads,
-            hidden_dim=self.hidden_dim,
-            intermediate_dim=self.intermediate_dim,
-            num_channels=self.num_channels,
-            dropout=self.dropout,
-            attention_dropout=self.attention_dropout,
-            layer_norm_epsilon=self.layer_norm_epsilon,
-            activation=self.activation,
-            pooling=self.pooling,
-            use_pooler=self.use_pooler,
-            use_fused_attention=self.use_fused_attention,
-            dtype=(keras.dtype_policies.serialize(self._dtype_arg)
-                   if isinstance(self._dtype_arg, keras.DTypePolicy) else self._dtype_arg),
-        )
-        return config
 
     def with_image_size(self, image_size):
         """A copy of this backbone for another resolution, positions interpolated bicubically.
@@ -247,7 +220,7 @@ class ViTBackbone(Backbone):
         >>> backbone_384 = ViTBackbone.from_preset("vit-base-patch16-224").with_image_size(384)
         """
         config = self.get_config()
-        config["image_size"] = list(_pair(image_size, "image_size"))
+        config["image_size"] = list(check_pair(image_size, "image_size"))
         new = self.__class__.from_config(config)
         old_embedding = self.get_layer("embedding")
         new_embedding = new.get_layer("embedding")
