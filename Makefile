@@ -33,9 +33,12 @@ test-one:
 install-bench:
 	$(PIP) install -q -e ".[all,bench]"
 
+# Every benchmark through benchmarks/harness.py with the same runtime settings for every
+# contender, then the tables of benchmarks/README.md rendered from the JSON they wrote.
 bench: install-bench
 	@for backend in $(BACKENDS); do \
 		for script in benchmarks/bench_*.py; do \
-			KERAS_BACKEND=$$backend $(PYTHON) $$script || exit 1; \
+			$(PYTHON) $$script --backend $$backend --tuning ours || exit 1; \
 		done; \
 	done
+	$(PYTHON) benchmarks/render.py
