@@ -86,7 +86,7 @@ class GenerativeTask(Task):
         self.__dict__["_generate_state"].traces += 1
 
     # Arguments -----------------------------------------------------------------------
-    def _rows(self, prompts, name="prompts"):
+    def _rows(self, prompts, name="prompts", add_special_tokens=False):
         """(rows of ids, kind) where kind is "strings", "string", "lists" or "array".
 
         A flat list of ints is one prompt (as a 1-D array is), never one prompt per id.
@@ -99,7 +99,8 @@ class GenerativeTask(Task):
                 raise ValueError(
                     f"String `{name}` need a tokenizer: build the task with `tokenizer=...` "
                     "or pass token ids.")
-            rows = self.tokenizer.encode([prompts] if single else list(prompts))
+            rows = self.tokenizer.encode([prompts] if single else list(prompts),
+                                         add_special_tokens=add_special_tokens)
             return [list(r) for r in rows], "string" if single else "strings"
         if isinstance(prompts, (list, tuple)):
             if len(prompts) == 0:

@@ -185,7 +185,9 @@ class Seq2SeqLM(GenerativeTask):
         >>> t5.generate(["translate English to German: That is good."], max_new_tokens=16)
         """
         check_positive_int("max_new_tokens", max_new_tokens)
-        rows, kind = self._rows(inputs, name="inputs")
+        # An encoder input is a whole sequence: the tokenizer's template adds its special
+        # tokens (T5's closing </s>, BART's <s> ... </s>), as transformers' tokenizers do.
+        rows, kind = self._rows(inputs, name="inputs", add_special_tokens=True)
         self._check_rows(rows, name="inputs")
         start = self.decoder_start_token_id
         vocabulary = self.backbone.vocabulary_size
