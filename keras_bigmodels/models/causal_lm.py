@@ -6,7 +6,7 @@ from keras import ops
 from keras_bigmodels.backend import compile_function
 from keras_bigmodels.backend.decoding import own
 from keras_bigmodels.generation import beam_search, decode
-from keras_bigmodels.models.generative import GenerativeTask, bucket_length, prefix_bucket
+from keras_bigmodels.models.generative import GenerativeTask, bucket_length
 from keras_bigmodels.utils import check_positive_int
 
 
@@ -51,15 +51,16 @@ class CausalLM(GenerativeTask):
                prefill_length, total_length, length_penalty, max_new_tokens)
 
         def build():
-            def generate(token_ids, prompt_mask, uniform):
+            def generate(token_ids, prompt_mask, start_index, uniform):
                 self._count_trace()
                 batch = ops.shape(token_ids)[0]
                 cache = own(self.backbone.initial_cache(batch, total_length))
-                # Prefill a power-of-two prefix of the prompts in one pass; the loop feeds
-                # the rest of each prompt token by token and then writes continuations.
-                if prefill_length > 0:
-                    _, cache = self.next_logits(token_ids[:, :prefill_length], cache, 0)
-                start_index = prefill_length + 1
+                # Prefill the (bucketed) prompt block in one pass. Positions from
+                # start_index - 1 on (the shortest prompt's end) are recomputed by the
+                # loop, which feeds longer prompts token by token and writes each row's
+                # continuation; causal attention never reads a position before the loop
+                # rewrites it.
+                _, cache = self.next_logits(token_ids[:, :prefill_length], cache, 0)
                 if num_beams > 1:
                     ids, _ = beam_search(self.next_logits, cache, token_ids, prompt_mask,
                                          start_index, num_beams, stop_token_ids,
@@ -115,7 +116,7 @@ class CausalLM(GenerativeTask):
                 f"The longest prompt ({max(lengths)} tokens) plus max_new_tokens "
                 f"({max_new_tokens}) exceeds max_sequence_length={limit}.")
         total_length = bucket_length(needed, self.generate_lengths_multiple, limit)
-        prefill_length = prefix_bucket(min(lengths) - 1)
+        prefill_length = bucket_length(max(lengths), 16, total_length)
 
         buffer = np.full((len(rows), total_length), pad_token_id, dtype="int32")
         mask = np.zeros((len(rows), total_length), dtype=bool)
@@ -128,6 +129,7 @@ class CausalLM(GenerativeTask):
                                            prefill_length, total_length, penalty,
                                            max_new_tokens)
         output = function(ops.convert_to_tensor(buffer), ops.convert_to_tensor(mask),
+                          ops.convert_to_tensor(min(lengths), "int32"),
                           ops.convert_to_tensor(uniform))
         output = ops.convert_to_numpy(output)
         return self._format_outputs(output, lengths, max_new_tokens, stop_token_ids, kind,

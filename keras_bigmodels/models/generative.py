@@ -22,13 +22,6 @@ def bucket_length(length, multiple=64, limit=None):
     return rounded if limit is None else max(int(length), min(rounded, int(limit)))
 
 
-def prefix_bucket(length):
-    """The largest power of two <= `length` (0 for 0): the static length of a batched
-    prefill. The decode loop feeds the rest of the prompt token by token, so one compiled
-    function serves every prompt length from 2**n to 2**(n+1) - 1."""
-    return 0 if length <= 0 else 1 << (int(length).bit_length() - 1)
-
-
 class _GenerateState:
     def __init__(self):
         self.functions = collections.OrderedDict()
