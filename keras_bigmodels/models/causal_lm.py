@@ -115,8 +115,11 @@ class CausalLM(GenerativeTask):
             raise ValueError(
                 f"The longest prompt ({max(lengths)} tokens) plus max_new_tokens "
                 f"({max_new_tokens}) exceeds max_sequence_length={limit}.")
-        total_length = bucket_length(needed, self.generate_lengths_multiple, limit)
-        prefill_length = bucket_length(max(lengths), 16, total_length)
+        # Only the prompt block is bucketed: max_new_tokens is part of the compiled
+        # function's key anyway, and every extra cache position costs each step's attention.
+        prefill_length = bucket_length(max(lengths), self.generate_lengths_multiple,
+                                       None if limit is None else limit - max_new_tokens)
+        total_length = prefill_length + max_new_tokens
 
         buffer = np.full((len(rows), total_length), pad_token_id, dtype="int32")
         mask = np.zeros((len(rows), total_length), dtype=bool)

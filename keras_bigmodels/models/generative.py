@@ -11,7 +11,7 @@ from keras_bigmodels.models.base import Task
 from keras_bigmodels.utils import check_finite_number, check_in, check_positive_int
 
 
-def bucket_length(length, multiple=64, limit=None):
+def bucket_length(length, multiple=16, limit=None):
     """`length` rounded up to a multiple of `multiple` (at most `limit`, if given).
 
     Compiled generate functions are specialized on their buffer shapes; rounding lengths up
@@ -33,11 +33,14 @@ class GenerativeTask(Task):
 
     Compiled generate functions are kept in a least-recently-used table of at most
     `max_compiled_functions` entries, keyed by the sampler, beams, stop tokens and the
-    bucketed buffer lengths (`generate_lengths_multiple`).
+    prompt length bucketed to a multiple of `generate_lengths_multiple`.
     """
 
     max_compiled_functions = 16
-    generate_lengths_multiple = 64
+    # Prompt (and encoder input) lengths are rounded up to this multiple: larger means fewer
+    # compilations for a server answering prompts of every length, smaller means less
+    # padded attention work per step.
+    generate_lengths_multiple = 16
 
     def _generate_cache(self):
         # A plain holder: Keras tracks dict and list attributes of a model (and would wrap

@@ -208,8 +208,7 @@ class Seq2SeqLM(GenerativeTask):
             raise ValueError(f"max_new_tokens={max_new_tokens} exceeds the decoder's "
                              f"{decoder_limit - 1} positions after the start token.")
         source_length = bucket_length(max(lengths), self.generate_lengths_multiple, limit)
-        total_length = bucket_length(1 + max_new_tokens, self.generate_lengths_multiple,
-                                     decoder_limit)
+        total_length = 1 + max_new_tokens  # in the compiled function's key already
 
         encoder_ids = np.full((len(rows), source_length), pad_token_id, dtype="int32")
         encoder_mask = np.zeros((len(rows), source_length), dtype=bool)
