@@ -49,7 +49,8 @@ do as well: the 2-layer `--tiny` model needs 3e-3, and at 3e-4 its outputs at di
 positions end with a mean cosine similarity of 0.75 (0.13 when it uses the context).
 
 `--model roberta` trains a byte-level BPE tokenizer and fits MLM alone on packed
-full sentences (not re-measured with the new defaults).
+full sentences; one run at the defaults (seed 0, 124 s): held-out MLM accuracy 0.095
+(most frequent token 0.020), few labels 0.566 pretrained vs 0.414 random init.
 """
 
 import os
