@@ -66,8 +66,10 @@ class CausalLM(GenerativeTask):
                                          start_index, num_beams, stop_token_ids,
                                          pad_token_id, length_penalty, max_new_tokens)
                     return ids
+                # Greedy reads no random numbers: no per-step gather of them.
                 return decode(self.next_logits, cache, token_ids, prompt_mask, start_index,
-                              sampler, stop_token_ids, uniform, pad_token_id, max_new_tokens)
+                              sampler, stop_token_ids, uniform if sampler.is_random else None,
+                              pad_token_id, max_new_tokens)
 
             return compile_function(generate, self.variables)
 

@@ -156,8 +156,10 @@ class Seq2SeqLM(GenerativeTask):
                                          num_beams, stop_token_ids, pad_token_id,
                                          length_penalty, max_new_tokens)
                     return ids
+                # Greedy reads no random numbers: no per-step gather of them.
                 return decode(next_logits, state, token_ids, prompt_mask, 1, sampler,
-                              stop_token_ids, uniform, pad_token_id, max_new_tokens)
+                              stop_token_ids, uniform if sampler.is_random else None,
+                              pad_token_id, max_new_tokens)
 
             return compile_function(generate, self.variables)
 
