@@ -170,9 +170,6 @@ def beam_search(next_logits, cache, token_ids, prompt_mask, start_index, num_bea
         width = candidate_scores.shape[-1]
         candidate_beam = candidate_index // vocabulary
         candidate_token = ops.cast(candidate_index % vocabulary, "int32")
-        candidates = ops.take(ids, ops.reshape(candidate_beam + rows * k, [-1]), axis=0)
-        candidates = ops.slice_update(
-            candidates, [0, index], ops.cast(ops.reshape(candidate_token, [-1, 1]), ids.dtype))
         at_end = ops.greater_equal(index + 1, row_end)[:, None]
         ends = ops.logical_or(
             ops.reshape(_is_stop(ops.reshape(candidate_token, [-1]), stop_token_ids),
@@ -189,15 +186,28 @@ def beam_search(next_logits, cache, token_ids, prompt_mask, start_index, num_bea
         scale = ops.power(generated, float(length_penalty))[:, None]
         entered = ops.logical_and(ends, ops.less(ops.arange(width), k)[None, :])
         entering = ops.where(entered, candidate_scores / scale, NEG_INF)
-        merged_scores = ops.concatenate([pool_scores, entering], axis=1)
-        new_pool_scores, picked = ops.top_k(merged_scores, k)
-        merged_ids = ops.concatenate(
-            [ops.reshape(pool_ids, [batch, k, total_length]),
-             ops.reshape(candidates, [batch, width, total_length])], axis=1)
-        new_pool_ids = ops.take(ops.reshape(merged_ids, [batch * (k + width), total_length]),
-                                ops.reshape(picked + rows * (k + width), [-1]), axis=0)
-        new_pool_done = ops.take_along_axis(
-            ops.concatenate([pool_done, entered], axis=1), picked, axis=1)
+
+        def merge():
+            candidates = ops.take(ids, ops.reshape(candidate_beam + rows * k, [-1]), axis=0)
+            candidates = ops.slice_update(
+                candidates, [0, index],
+                ops.cast(ops.reshape(candidate_token, [-1, 1]), ids.dtype))
+            merged_scores = ops.concatenate([pool_scores, entering], axis=1)
+            merged_pool_scores, picked = ops.top_k(merged_scores, k)
+            merged_ids = ops.concatenate(
+                [ops.reshape(pool_ids, [batch, k, total_length]),
+                 ops.reshape(candidates, [batch, width, total_length])], axis=1)
+            merged_pool_ids = ops.take(
+                ops.reshape(merged_ids, [batch * (k + width), total_length]),
+                ops.reshape(picked + rows * (k + width), [-1]), axis=0)
+            merged_pool_done = ops.take_along_axis(
+                ops.concatenate([pool_done, entered], axis=1), picked, axis=1)
+            return merged_pool_ids, merged_pool_scores, merged_pool_done
+
+        # Most steps end no beam: the sequences are gathered and merged only when one does.
+        new_pool_ids, new_pool_scores, new_pool_done = ops.cond(
+            ops.any(ops.logical_and(entered, active[:, None])), merge,
+            lambda: (pool_ids, pool_scores, pool_done))
 
         # HF's stop heuristic at the new length: can the best running beam still beat the
         # worst finished one (a pool slot still empty counts as beatable)?
