@@ -122,9 +122,6 @@ def parse_args(argv=None):
                         help="fine-tuning")
     parser.add_argument("--finetune-seeds", type=positive, default=3,
                         help="draws of the labelled sentences, results averaged")
-    parser.add_argument("--tiny", action="store_true",
-                        help="a seconds-long smoke run: smaller defaults (" + ", ".join(
-                            f"{k}={v}" for k, v in TINY.items()) + "); flags given win")
     return guide_cli.parse(parser, argv, TINY)
 
 

@@ -73,9 +73,6 @@ def parse_args(argv=None):
                         help="a multiple of 8 (split over 8 devices)")
     parser.add_argument("--output-json", default="out/distributed_training.json",
                         help="the numbers of the run")
-    parser.add_argument("--tiny", action="store_true",
-                        help="a seconds-long smoke run: smaller defaults (" + ", ".join(
-                            f"{k}={v}" for k, v in TINY.items()) + "); flags given win")
     args = guide_cli.parse(parser, argv, TINY)
     if args.hidden_dim % 8:
         parser.error(f"argument --hidden-dim: must be a multiple of 8, got {args.hidden_dim}")

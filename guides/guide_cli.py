@@ -58,7 +58,11 @@ def parse(parser, argv, tiny_defaults):
     """Parse `argv`; with `--tiny`, `tiny_defaults` replace the defaults only.
 
     Flags given on the command line keep their values: `--tiny --epochs 5` runs 5 epochs.
+    Adds the `--tiny` flag itself, its help listing the tiny defaults.
     """
+    parser.add_argument("--tiny", action="store_true",
+                        help="a seconds-long smoke run: smaller defaults (" + ", ".join(
+                            f"{k}={v}" for k, v in tiny_defaults.items()) + "); flags given win")
     args = parser.parse_args(argv)
     if getattr(args, "tiny", False):
         parser.set_defaults(**tiny_defaults)

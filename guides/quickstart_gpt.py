@@ -68,9 +68,6 @@ def parse_args(argv=None):
                         help="tokens generated per sample")
     parser.add_argument("--seed", type=guide_cli.non_negative_int, default=0,
                         help="initialization, batches and samples")
-    parser.add_argument("--tiny", action="store_true",
-                        help="a seconds-long smoke run: smaller defaults (" + ", ".join(
-                            f"{k}={v}" for k, v in TINY.items()) + "); flags given win")
     args = guide_cli.parse(parser, argv, TINY)
     if args.hidden_dim % 4:
         parser.error(f"argument --hidden-dim: must be a multiple of 4 (4 heads), "

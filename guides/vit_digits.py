@@ -62,9 +62,6 @@ def parse_args(argv=None):
                         help="train without random translations, rotations and zooms")
     parser.add_argument("--seed", type=guide_cli.non_negative_int, default=0,
                         help="initialization, shuffling and augmentation")
-    parser.add_argument("--tiny", action="store_true",
-                        help="a seconds-long smoke run: smaller defaults (" + ", ".join(
-                            f"{k}={v}" for k, v in TINY.items()) + "); flags given win")
     args = guide_cli.parse(parser, argv, TINY)
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in args.models if m not in MODELS]
