@@ -133,7 +133,7 @@ def test_beam_search_equals_transformers_algorithm_on_ragged_rows(table, length_
         ids[:] = np.where(mask, ids, stop)
         run = compile_function(
             lambda i, m: beam_search(step, keras.ops.zeros((2,)), i, m, 1, num_beams=3,
-                                     stop_token_ids=(stop,), pad_token_id=stop,
+                                     stop_token_ids=(stop,),
                                      length_penalty=length_penalty, max_new_tokens=4),
             variables=[],
         )

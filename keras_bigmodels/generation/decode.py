@@ -115,7 +115,7 @@ def repeat_batch(tree, times):
 
 
 def beam_search(next_logits, cache, token_ids, prompt_mask, start_index, num_beams,
-                stop_token_ids=(), pad_token_id=0, length_penalty=1.0, max_new_tokens=None):
+                stop_token_ids=(), length_penalty=1.0, max_new_tokens=None):
     """Beam search as Hugging Face's `generate(num_beams=k)` (early_stopping=False); returns
     the best finished sequence's buffer [batch, total_length] and its score.
 
@@ -130,6 +130,8 @@ def beam_search(next_logits, cache, token_ids, prompt_mask, start_index, num_bea
     gives what it gives decoded alone. The returned score is the pool's (normalized) one.
 
     `cache` is the prefix cache for the original batch; it is repeated per beam here.
+    Positions after a returned sequence's end keep the value they had in `token_ids`, so a
+    caller that fills its buffer with the pad id gets padded outputs.
 
     Args:
         length_penalty: finite float exponent of the length normalization (HF default 1.0);

@@ -64,7 +64,7 @@ class CausalLM(GenerativeTask):
                 if num_beams > 1:
                     ids, _ = beam_search(self.next_logits, cache, token_ids, prompt_mask,
                                          start_index, num_beams, stop_token_ids,
-                                         pad_token_id, length_penalty, max_new_tokens)
+                                         length_penalty, max_new_tokens)
                     return ids
                 # Greedy reads no random numbers: no per-step gather of them.
                 return decode(self.next_logits, cache, token_ids, prompt_mask, start_index,

@@ -153,8 +153,8 @@ class Seq2SeqLM(GenerativeTask):
 
                 if num_beams > 1:
                     ids, _ = beam_search(next_logits, state, token_ids, prompt_mask, 1,
-                                         num_beams, stop_token_ids, pad_token_id,
-                                         length_penalty, max_new_tokens)
+                                         num_beams, stop_token_ids, length_penalty,
+                                         max_new_tokens)
                     return ids
                 # Greedy reads no random numbers: no per-step gather of them.
                 return decode(next_logits, state, token_ids, prompt_mask, 1, sampler,
