@@ -8,3 +8,10 @@ from keras_bigmodels.data.text import (
     split_sentences,
     text_to_documents,
 )
+from keras_bigmodels.data.images import DIGIT_NAMES
+from keras_bigmodels.data.video import (
+    load_moving_digits,
+    load_video_features,
+    save_video_features,
+    video_caption,
+)
