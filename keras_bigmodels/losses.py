@@ -141,3 +141,75 @@ class SparseCrossEntropy(keras.losses.Loss):
 
     def get_config(self):
         return {"name": self.name, "reduction": self.reduction}
+
+
+# Added to scores that must not count: large and finite, so a fully masked row gives a
+# uniform softmax rather than NaN.
+NEGATIVE_SCORE = -1e9
+
+
+def mil_nce_loss(similarity, positive_mask=None):
+    """MIL-NCE over a batch of text–video pairs (Miech et al. 2020), as UniVL trains it.
+
+    Row j of the square `similarity` [batch, batch] is text j, column j video j. For each
+    pair j the positives are the texts i with `positive_mask[i, j]` (the pair itself by
+    default; several when a video has several captions), scored against video j; the
+    negatives are every other text against video j and text j against every video that
+    is not one of its positives:
+    L_j = -log( sum_{i in P_j} e^{s_ij} / (sum_i e^{s_ij} + sum_{k not in P_j} e^{s_jk}) ).
+
+    Args:
+        similarity: [batch, batch] float scores, texts on rows and videos on columns.
+        positive_mask: optional [batch, batch] 0/1, `positive_mask[i, j]` when text i
+            describes video j; every column needs one positive. Default: the identity.
+
+    Returns:
+        The mean of L_j over the batch (float32 scalar).
+
+    Example:
+    >>> mil_nce_loss(keras.ops.eye(4) * 10.0)  # near 0: each pair outscores the rest
+    """
+    similarity = ops.cast(similarity, "float32")
+    batch = ops.shape(similarity)[0]
+    if positive_mask is None:
+        positive_mask = ops.eye(batch, dtype="float32")
+    positive = ops.cast(positive_mask, "float32")
+    # Row j: video j against every text, then text j against every video but its positives.
+    from_video = ops.transpose(similarity)
+    from_text = similarity + positive * NEGATIVE_SCORE
+    scores = ops.concatenate([from_video, from_text], axis=-1)
+    positives = ops.concatenate([ops.transpose(positive), ops.zeros_like(positive)], axis=-1)
+    numerator = ops.logsumexp(scores + (1.0 - positives) * NEGATIVE_SCORE, axis=-1)
+    return ops.mean(ops.logsumexp(scores, axis=-1) - numerator)
+
+
+def frame_nce_loss(predicted, frames, frame_mask, target_weights):
+    """UniVL's masked frame loss: each masked frame's prediction picks its own original
+    frame out of every valid frame of the batch (NCE, a softmax over batch * frames).
+
+    Args:
+        predicted: [batch, frames, dim] predicted frame features (the cross encoder's
+            outputs at the frame positions, projected to the feature size).
+        frames: [batch, frames, dim] the original (unmasked) frame features.
+        frame_mask: [batch, frames] 1 on real frames, 0 on padding (never a candidate).
+        target_weights: [batch, frames] 1 on the masked frames the loss is taken on.
+
+    Returns:
+        The mean over the weighted frames of -log softmax(predicted_i . frames)[i] (0 when
+        no frame is weighted).
+
+    Example:
+    >>> x = keras.ops.eye(4)[None]  # one video of 4 orthogonal frames
+    >>> frame_nce_loss(10.0 * x, x, keras.ops.ones((1, 4)), keras.ops.ones((1, 4)))
+    """
+    dim = predicted.shape[-1]
+    predicted = ops.reshape(ops.cast(predicted, "float32"), (-1, dim))
+    frames = ops.reshape(ops.cast(frames, "float32"), (-1, dim))
+    valid = ops.reshape(ops.cast(frame_mask, "float32"), (-1,))
+    weights = ops.reshape(ops.cast(target_weights, "float32"), (-1,)) * valid
+    logits = ops.matmul(predicted, ops.transpose(frames)) + (1.0 - valid)[None, :] * NEGATIVE_SCORE
+    log_probs = ops.log_softmax(logits, axis=-1)
+    own = ops.diagonal(log_probs)
+    count = ops.sum(weights)
+    return ops.where(count > 0, -ops.sum(own * weights) / ops.maximum(count, 1.0), 0.0)
+
