@@ -33,7 +33,7 @@ KNOWN_BUFFERS = (
 )
 
 # transformers' ACT2FN names -> ours. "gelu" is the exact erf form everywhere except in
-# OpenAI GPT's own table (models/gpt/huggingface.py); quick_gelu (CLIP) is not a Keras one.
+# OpenAI GPT's own table (models/gpt/huggingface.py); quick_gelu is CLIP's x * sigmoid(1.702 x).
 HF_ACTIVATIONS = {
     "gelu": "gelu",
     "gelu_new": "gelu_approximate",
@@ -43,6 +43,7 @@ HF_ACTIVATIONS = {
     "silu": "silu",
     "swish": "silu",
     "tanh": "tanh",
+    "quick_gelu": "quick_gelu",
 }
 
 

@@ -8,7 +8,7 @@ from keras_bigmodels.backend.decoding import active as in_eager_decoding
 from keras_bigmodels.backend.decoding import invoke
 from keras_bigmodels.utils import check_positive_int
 
-ACTIVATIONS = ("relu", "gelu", "gelu_approximate", "silu", "swish", "tanh")
+ACTIVATIONS = ("relu", "gelu", "gelu_approximate", "quick_gelu", "silu", "swish", "tanh")
 
 
 def _gelu_erf(x):
@@ -26,6 +26,10 @@ def get_activation(name):
         if backend.prefers_erf_gelu():
             return _gelu_erf
         return lambda x: ops.gelu(x, approximate=False)
+    if name == "quick_gelu":
+        # OpenAI CLIP's GELU approximation x * sigmoid(1.702 x); its checkpoints were
+        # trained with it, so the exact GELU would shift their outputs.
+        return lambda x: x * ops.sigmoid(ops.cast(1.702, x.dtype) * x)
     if name in ("silu", "swish"):
         return ops.silu
     if name == "relu":
@@ -44,7 +48,7 @@ class FeedForward(keras.layers.Layer):
 
     Args:
         intermediate_dim: width of the hidden layer.
-        activation: one of relu, gelu, gelu_approximate, silu, tanh.
+        activation: one of relu, gelu, gelu_approximate, quick_gelu (CLIP), silu, tanh.
         gated: GLU variant (T5 v1.1's gated-GELU, LLaMA's SwiGLU).
         use_bias: whether the dense layers have biases.
         dropout: dropout after the activation.

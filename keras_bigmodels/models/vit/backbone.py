@@ -55,21 +55,25 @@ def interpolate_position_embeddings(table, old_grid, new_grid):
 class ViTEmbedding(keras.layers.Layer):
     """Patch projection, a learned [CLS] token in front, plus learned positions.
 
-    Sub-layers `patch_embedding` and `position_embedding`; variable `cls_token`.
+    `use_bias=False` drops the projection's bias (CLIP). Sub-layers `patch_embedding` and
+    `position_embedding`; variable `cls_token`.
 
     Example:
     >>> ViTEmbedding(patch_size=4, hidden_dim=16, num_patches=4)(keras.ops.zeros((2, 8, 8, 3))).shape
     (2, 5, 16)
     """
 
-    def __init__(self, patch_size, hidden_dim, num_patches, dropout=0.0, **kwargs):
+    def __init__(self, patch_size, hidden_dim, num_patches, dropout=0.0, use_bias=True,
+                 **kwargs):
         super().__init__(**kwargs)
         self.patch_size = patch_size
         self.hidden_dim = hidden_dim
         self.num_patches = num_patches
         self.dropout = dropout
-        self.patch_embedding = PatchEmbedding(patch_size, hidden_dim, dtype=self.dtype_policy,
-                                              name="patch_embedding")
+        # CLIP's patch projection has no bias (its pre-layernorm follows).
+        self.use_bias = use_bias
+        self.patch_embedding = PatchEmbedding(patch_size, hidden_dim, use_bias=use_bias,
+                                              dtype=self.dtype_policy, name="patch_embedding")
         self.position_embedding = PositionEmbedding(
             num_patches + 1, initializer=keras.initializers.TruncatedNormal(stddev=0.02),
             dtype=self.dtype_policy, name="position_embedding",
@@ -105,7 +109,8 @@ class ViTEmbedding(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(patch_size=self.patch_size, hidden_dim=self.hidden_dim,
-                      num_patches=self.num_patches, dropout=self.dropout)
+                      num_patches=self.num_patches, dropout=self.dropout,
+                      use_bias=self.use_bias)
         return config
 
 
