@@ -213,3 +213,67 @@ def frame_nce_loss(predicted, frames, frame_mask, target_weights):
     count = ops.sum(weights)
     return ops.where(count > 0, -ops.sum(own * weights) / ops.maximum(count, 1.0), 0.0)
 
+
+def _square_pair_logits(logits):
+    logits = ops.cast(logits, "float32")
+    if len(logits.shape) != 2 or (None not in logits.shape and logits.shape[0] != logits.shape[1]):
+        raise ValueError("Contrastive losses take square [batch, batch] logits of matching "
+                         f"pairs (image i with text i); received shape {tuple(logits.shape)}.")
+    return logits
+
+
+@keras.saving.register_keras_serializable(package="keras_bigmodels")
+class ContrastiveLoss(keras.losses.Loss):
+    """CLIP's symmetric InfoNCE: pair i is row i's and column i's one positive.
+
+    `y_pred` is the [batch, batch] logits of every image against every text (scaled
+    cosine similarities); `y_true` is ignored, since the pairing is the labels. Each
+    row's loss is the mean of its image->text cross-entropy (over the row) and its
+    text->image one (over the column), so the batch mean is
+    (CE(images -> texts) + CE(texts -> images)) / 2. Under `keras.distribution` data
+    parallelism on JAX the step sees the global logits, so the negatives are the whole
+    global batch, as in the paper.
+
+    Example:
+    >>> ContrastiveLoss()(None, 10.0 * np.eye(4))   # ~ 3 * exp(-10)
+    """
+
+    def __init__(self, name="contrastive_loss", reduction="sum_over_batch_size", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+
+    def call(self, y_true, y_pred):
+        logits = _square_pair_logits(y_pred)
+        image_to_text = -ops.diagonal(ops.log_softmax(logits, axis=1))
+        text_to_image = -ops.diagonal(ops.log_softmax(logits, axis=0))
+        return 0.5 * (image_to_text + text_to_image)
+
+    def get_config(self):
+        return {"name": self.name, "reduction": self.reduction}
+
+
+@keras.saving.register_keras_serializable(package="keras_bigmodels")
+class SigmoidContrastiveLoss(keras.losses.Loss):
+    """SigLIP's pairwise sigmoid loss (Zhai et al. 2023): every pair a binary label.
+
+    -1/batch * sum_ij log sigmoid(z_ij * logits_ij), z_ii = 1 and z_ij = -1 otherwise;
+    `y_pred` is the [batch, batch] logits including SigLIP's learned bias, `y_true` is
+    ignored.
+
+    Example:
+    >>> SigmoidContrastiveLoss()(None, 10.0 * (2 * np.eye(4) - 1))   # ~ 4 * exp(-10)
+    """
+
+    def __init__(self, name="sigmoid_contrastive_loss", reduction="sum_over_batch_size",
+                 dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+
+    def call(self, y_true, y_pred):
+        logits = _square_pair_logits(y_pred)
+        # Every pair as a negative, then the diagonal moved to the positive side: no
+        # [batch, batch] label matrix is built.
+        negatives = ops.sum(ops.log_sigmoid(-logits), axis=1)
+        diagonal = ops.diagonal(logits)
+        return -(negatives + ops.log_sigmoid(diagonal) - ops.log_sigmoid(-diagonal))
+
+    def get_config(self):
+        return {"name": self.name, "reduction": self.reduction}
