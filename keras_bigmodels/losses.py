@@ -41,8 +41,9 @@ def linear_cross_entropy_chunk(vocabulary_size, rows=None):
     return rows
 
 
-def linear_cross_entropy(hidden, table, targets, sample_weight=None, chunk_size=None):
-    """sum_i w_i * CE(hidden_i @ table^T, targets_i), never holding all the logits.
+def linear_cross_entropy(hidden, table, targets, sample_weight=None, chunk_size=None,
+                         bias=None):
+    """sum_i w_i * CE(hidden_i @ table^T + bias, targets_i), never holding all the logits.
 
     A language model's output layer and its loss in one: `hidden` [..., hidden_dim],
     `table` [vocabulary, hidden_dim] (the tied embedding), integer `targets` [...],
@@ -58,9 +59,23 @@ def linear_cross_entropy(hidden, table, targets, sample_weight=None, chunk_size=
     452 -> 383 ms on torch; at GPT-2's 50,257 tokens and 16 x 1024 positions the logits
     alone would be 3.3 GB in float32.
 
+    Args:
+        hidden: [..., hidden_dim] states the output layer reads.
+        table: [vocabulary, hidden_dim] output table (logits are `hidden @ table^T`).
+        targets: integer ids [...], the shape of `hidden` without its last axis.
+        sample_weight: optional weights broadcastable to `targets`.
+        chunk_size: rows per chunk (default `linear_cross_entropy_chunk(vocabulary)`).
+        bias: optional [vocabulary] output bias added to every row's logits (BART's
+            `final_logits_bias`); its gradient is the chunks' (softmax - onehot) summed.
+
     Returns:
         The weighted sum of the per-token losses (float32 scalar); divide by the count
         you average over.
+
+    Example:
+    >>> hidden, table = keras.ops.ones((2, 3, 8)), keras.ops.ones((10, 8))
+    >>> linear_cross_entropy(hidden, table, keras.ops.zeros((2, 3), "int32"),
+    ...                      bias=keras.ops.zeros((10,)))  # 6 * log(10)
     """
     hidden_dim = hidden.shape[-1]
     vocabulary = table.shape[0]
@@ -72,10 +87,12 @@ def linear_cross_entropy(hidden, table, targets, sample_weight=None, chunk_size=
         w = ops.reshape(ops.broadcast_to(ops.cast(sample_weight, "float32"),
                                          ops.shape(targets)), (-1,))
 
-    @ops.custom_gradient
-    def loss_and_gradients(h, table):
+    def loss_and_gradients(h, table, bias=None):
         compute_dtype = h.dtype
         kernel = ops.cast(table, compute_dtype)
+        # Added to the float32 logits: equal to the logits path in float32, and no
+        # rounding of the sum under mixed precision.
+        offset = None if bias is None else ops.cast(bias, "float32")[None, :]
         rows = ops.shape(h)[0]
         pad = (-rows) % chunk
         hp = ops.pad(h, [[0, pad], [0, 0]])
@@ -86,9 +103,11 @@ def linear_cross_entropy(hidden, table, targets, sample_weight=None, chunk_size=
         classes = ops.arange(vocabulary, dtype="int32")[None, :]
 
         def step(index, carry):
-            total, d_table, d_hidden = carry
+            total, d_table, d_hidden, d_bias = carry
             hc, tc, wc = (part[index] for part in xs)
             logits = ops.cast(ops.matmul(hc, ops.transpose(kernel)), "float32")
+            if offset is not None:
+                logits = logits + offset
             peak = ops.max(logits, axis=-1, keepdims=True)
             exps = ops.exp(logits - peak)
             sums = ops.sum(exps, axis=-1, keepdims=True)
@@ -103,12 +122,15 @@ def linear_cross_entropy(hidden, table, targets, sample_weight=None, chunk_size=
                                          "float32")
             d_hidden = ops.slice_update(d_hidden, (index, 0, 0),
                                         ops.matmul(grad, kernel)[None])
-            return total, d_table, d_hidden
+            if offset is not None:
+                d_bias = d_bias + ops.sum(ops.cast(grad, "float32"), axis=0)
+            return total, d_table, d_hidden, d_bias
 
         chunks = ops.shape(xs[0])[0]
         init = (ops.zeros((), "float32"), ops.zeros((hidden_dim, vocabulary), "float32"),
-                ops.zeros(ops.shape(xs[0]), compute_dtype))
-        total, d_table, d_hidden = ops.fori_loop(0, chunks, step, init)
+                ops.zeros(ops.shape(xs[0]), compute_dtype),
+                ops.zeros((vocabulary if offset is not None else 1,), "float32"))
+        total, d_table, d_hidden, d_bias = ops.fori_loop(0, chunks, step, init)
         d_hidden = ops.reshape(d_hidden, (-1, hidden_dim))[:rows]
         d_table = ops.transpose(d_table)
 
@@ -116,12 +138,20 @@ def linear_cross_entropy(hidden, table, targets, sample_weight=None, chunk_size=
             if upstream is None:  # JAX and TensorFlow pass it positionally
                 (upstream,) = args
             upstream = ops.cast(upstream, "float32")
-            return (ops.cast(ops.cast(d_hidden, "float32") * upstream, h.dtype),
-                    ops.cast(d_table * upstream, table.dtype))
+            grads = (ops.cast(ops.cast(d_hidden, "float32") * upstream, h.dtype),
+                     ops.cast(d_table * upstream, table.dtype))
+            if bias is not None:
+                grads = grads + (ops.cast(d_bias * upstream, bias.dtype),)
+            return grads
 
         return total, grad_fn
 
-    return loss_and_gradients(h, ops.convert_to_tensor(table))
+    # custom_gradient differentiates every positional input, so the bias is one only
+    # when given.
+    if bias is None:
+        return ops.custom_gradient(loss_and_gradients)(h, ops.convert_to_tensor(table))
+    return ops.custom_gradient(loss_and_gradients)(h, ops.convert_to_tensor(table),
+                                                   ops.convert_to_tensor(bias))
 
 
 @keras.saving.register_keras_serializable(package="keras_bigmodels")
@@ -214,6 +244,7 @@ def frame_nce_loss(predicted, frames, frame_mask, target_weights):
     return ops.where(count > 0, -ops.sum(own * weights) / ops.maximum(count, 1.0), 0.0)
 
 
+
 def _square_pair_logits(logits):
     logits = ops.cast(logits, "float32")
     if len(logits.shape) != 2 or (None not in logits.shape and logits.shape[0] != logits.shape[1]):
@@ -235,7 +266,7 @@ class ContrastiveLoss(keras.losses.Loss):
     global batch, as in the paper.
 
     Example:
-    >>> ContrastiveLoss()(None, 10.0 * np.eye(4))   # ~ 3 * exp(-10)
+    >>> ContrastiveLoss()(np.zeros(4), 10.0 * np.eye(4))   # ~ 3 * exp(-10)
     """
 
     def __init__(self, name="contrastive_loss", reduction="sum_over_batch_size", dtype=None):
@@ -260,7 +291,7 @@ class SigmoidContrastiveLoss(keras.losses.Loss):
     ignored.
 
     Example:
-    >>> SigmoidContrastiveLoss()(None, 10.0 * (2 * np.eye(4) - 1))   # ~ 4 * exp(-10)
+    >>> SigmoidContrastiveLoss()(np.zeros(4), 10.0 * (2 * np.eye(4) - 1))  # ~ 4 * exp(-10)
     """
 
     def __init__(self, name="sigmoid_contrastive_loss", reduction="sum_over_batch_size",

@@ -123,3 +123,59 @@ def test_fused_loss_under_mixed_precision():
                  .history["loss"] for lm in (fused, plain)]
     assert histories[0][-1] < histories[0][0]
     np.testing.assert_allclose(histories[0], histories[1], rtol=1e-3)
+
+
+def _value_and_gradients(function, *arrays):
+    """function(*arrays) and its gradients with respect to every array, on this backend."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        value, grads = jax.value_and_grad(function, argnums=tuple(range(len(arrays))))(
+            *arrays)
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        variables = [tf.Variable(a) for a in arrays]
+        with tf.GradientTape() as tape:
+            value = function(*variables)
+        grads = tape.gradient(value, variables)
+    else:
+        import torch
+
+        tensors = [torch.tensor(a, requires_grad=True) for a in arrays]
+        value = function(*tensors)
+        grads = torch.autograd.grad(value, tensors)
+        value = value.detach()
+    return to_numpy(value), [to_numpy(g) for g in grads]
+
+
+def test_linear_cross_entropy_with_bias_equals_logits_loss_and_gradients():
+    """The output bias (BART's final_logits_bias) inside the chunks: the loss and the
+    gradients of hidden, table and bias equal those of the full biased logits."""
+    from keras_bigmodels.losses import linear_cross_entropy, sparse_cross_entropy_from_logits
+
+    rng = np.random.default_rng(6)
+    hidden = rng.normal(size=(3, 7, 8)).astype("float32")
+    table = rng.normal(size=(13, 8)).astype("float32")
+    # Large enough to move the softmax: a bias dropped or added twice shows.
+    bias = (rng.normal(size=(13,)) * 2).astype("float32")
+    targets = rng.integers(0, 13, (3, 7))
+    weights = rng.random((3, 7)).astype("float32")
+
+    def fused(h, t, b):
+        return linear_cross_entropy(h, t, targets, weights, chunk_size=4, bias=b)
+
+    def unfused(h, t, b):
+        logits = keras.ops.matmul(h, keras.ops.transpose(t)) + b
+        return keras.ops.sum(keras.ops.multiply(
+            sparse_cross_entropy_from_logits(targets, logits), weights))
+
+    value, grads = _value_and_gradients(fused, hidden, table, bias)
+    expected_value, expected_grads = _value_and_gradients(unfused, hidden, table, bias)
+    np.testing.assert_allclose(value, expected_value, rtol=1e-5)
+    without_bias = to_numpy(linear_cross_entropy(hidden, table, targets, weights, chunk_size=4))
+    assert abs(float(without_bias) - float(value)) > 1e-2
+    for got, expected in zip(grads, expected_grads):
+        np.testing.assert_allclose(got, expected, atol=1e-5, rtol=1e-4)
+    assert np.abs(grads[2]).max() > 1e-3
