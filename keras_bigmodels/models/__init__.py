@@ -12,3 +12,5 @@ from keras_bigmodels.models.bert import (AlbertBackbone, BertBackbone, BertClass
 from keras_bigmodels.models.gpt import GPTBackbone, GPTCausalLM  # noqa: F401
 from keras_bigmodels.models.bart import BartBackbone, BartSeq2SeqLM  # noqa: F401
 from keras_bigmodels.models.t5 import T5Backbone, T5Seq2SeqLM  # noqa: F401
+from keras_bigmodels.models.clip import (CLIPBackbone, CLIPContrastiveTask,  # noqa: F401
+                                         CLIPTextEncoder, CLIPVisionEncoder)
