@@ -713,6 +713,7 @@ class _LevelBlock(keras.layers.Layer):
     def _attention(self, name):
         if self.attention == "self":
             groups = self.groups if self.attention_groups is None else self.attention_groups
+            groups = groups or None  # 0: no norm (diffusers' scale_shift middle block)
             return AttentionBlock2D(self.num_heads, groups=groups, epsilon=self.epsilon,
                                     rescale_output_factor=self.output_scale_factor, name=name,
                                     dtype=self.dtype_policy)
@@ -766,7 +767,8 @@ class UNetDownBlock(_LevelBlock):
             as in `ResnetBlock2D`.
         cross_attention_dim, transformer_layers, use_linear_projection: as in
             `SpatialTransformer`.
-        attention_groups: groups of the self-attention norm (defaults to `groups`).
+        attention_groups: groups of the self-attention norm (defaults to `groups`; 0: no
+            norm).
 
     Call args:
         inputs: [batch, height, width, channels]; time_embedding: [batch, time_dim] or

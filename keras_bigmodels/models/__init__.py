@@ -14,3 +14,5 @@ from keras_bigmodels.models.bart import BartBackbone, BartSeq2SeqLM  # noqa: F40
 from keras_bigmodels.models.t5 import T5Backbone, T5Seq2SeqLM  # noqa: F401
 from keras_bigmodels.models.clip import (CLIPBackbone, CLIPContrastiveTask,  # noqa: F401
                                          CLIPTextEncoder, CLIPVisionEncoder)
+from keras_bigmodels.models.diffusion import (AutoencoderKL, UNet2D,  # noqa: F401
+                                              UNet2DCondition)

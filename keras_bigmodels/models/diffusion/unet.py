@@ -77,7 +77,26 @@ def _timesteps(timesteps, batch):
 class _UNetBase(Backbone):
     """What both UNets share: time embedding, levels, skips, the output head."""
 
-    family = "diffusion"
+
+    @classmethod
+    def from_diffusers(cls, path, dtype=None, **overrides):
+        """The model with the weights of a local diffusers directory (`save_pretrained`).
+
+        Reads config.json and diffusion_pytorch_model.safetensors; nothing is downloaded
+        and no torch is needed. Options of the config that this model does not build are
+        refused by name.
+
+        Args:
+            path: the directory (e.g. a pipeline's `unet/` or `vae/` folder).
+            dtype: the dtype policy (e.g. "bfloat16").
+            **overrides: constructor kwargs to change (e.g. `dropout`).
+
+        Example:
+        >>> unet = UNet2DCondition.from_diffusers("stable-diffusion-v1-5/unet")
+        """
+        from keras_bigmodels.models.diffusion.huggingface import load_diffusers
+
+        return load_diffusers(cls, path, dtype=dtype, **overrides)
 
     def _check_common(self, in_channels, out_channels, block_out_channels, layers_per_block,
                       norm_num_groups):
@@ -196,6 +215,7 @@ class UNet2D(_UNetBase):
     (2, 16, 16, 3)
     """
 
+    family = "unet2d"
     config_keys = ("in_channels", "out_channels", "block_out_channels", "attention_levels",
                    "layers_per_block", "attention_head_dim", "norm_num_groups", "norm_eps",
                    "mid_block_attention", "attention_norm_num_groups", "time_embedding_dim",
@@ -262,9 +282,14 @@ class UNet2D(_UNetBase):
                                 if num_classes is not None else None)
         level_kwargs = dict(groups=norm_num_groups, epsilon=norm_eps,
                             time_embedding_norm=time_embedding_norm, dropout=dropout)
+        # diffusers drops the middle attention's norm under scale_shift unless
+        # attn_norm_num_groups is given (attention_groups=0: no norm).
+        if attention_norm_num_groups is None and time_embedding_norm != "default":
+            attention_groups = 0
+        else:
+            attention_groups = attention_norm_num_groups
         mid_kwargs = dict(level_kwargs, output_scale_factor=mid_block_scale_factor,
-                          attention_groups=(attention_norm_num_groups
-                                            if time_embedding_norm == "default" else None))
+                          attention_groups=attention_groups)
         self._build_levels(
             block_out_channels, layers_per_block,
             ["self" if used else None for used in attention_levels],
@@ -326,6 +351,7 @@ class UNet2DCondition(_UNetBase):
     (2, 8, 8, 4)
     """
 
+    family = "unet2d_condition"
     config_keys = ("in_channels", "out_channels", "block_out_channels",
                    "cross_attention_levels", "layers_per_block", "num_heads",
                    "cross_attention_dim", "transformer_layers", "use_linear_projection",
