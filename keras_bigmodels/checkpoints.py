@@ -411,10 +411,28 @@ def encoder_block(loader, block, prefix, names, transpose=True):
     norm(loader, block.feedforward_norm, feedforward_norm)
 
 
+TOKENIZER_FILES = (("tokenizer.json",), ("spiece.model",), ("vocab.json", "merges.txt"),
+                   ("vocab.txt",))
+
+
 def read_tokenizer(path):
-    """The checkpoint directory's tokenizer.json as a `Tokenizer`, or None without one."""
+    """The checkpoint directory's tokenizer as a `Tokenizer`, or None without one.
+
+    Whichever files the directory has, read as transformers reads them: `tokenizer.json`,
+    else a SentencePiece `spiece.model` (T5, mT5), a byte-level `vocab.json` +
+    `merges.txt` (BART's `<s> ... </s>`, CLIP's, GPT-2's: told apart by
+    `tokenizer_config.json` or `config.json`'s `model_type`) or a WordPiece `vocab.txt`.
+
+    Args:
+        path: a local checkpoint directory.
+
+    Example:
+    >>> import tempfile; read_tokenizer(tempfile.mkdtemp()) is None
+    True
+    """
     path = os.fspath(path)
-    if not os.path.isfile(os.path.join(path, "tokenizer.json")):
+    if not any(all(os.path.isfile(os.path.join(path, name)) for name in names)
+               for names in TOKENIZER_FILES):
         return None
     from keras_bigmodels.tokenizers import Tokenizer
 

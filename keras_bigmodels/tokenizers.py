@@ -1,8 +1,16 @@
 """A thin layer over the `tokenizers` library: train locally, or load a local tokenizer.
 
 Byte-level BPE (GPT-2, RoBERTa) and WordPiece (BERT) are trained on the embedded corpus or
-the user's text in seconds; `from_dir` reads `tokenizer.json`, a WordPiece `vocab.txt`, or
-a byte-level `vocab.json` + `merges.txt`. Nothing is downloaded.
+the user's text in seconds. `from_dir` reads a Hugging Face tokenizer directory: its
+`tokenizer.json`, or the files the original tokenizers ship, converted into the same
+`tokenizers` pipeline as transformers builds from them, so ids and text are identical:
+
+- a SentencePiece `spiece.model` (T5, mT5; needs the `sentencepiece` package),
+- a byte-level BPE `vocab.json` + `merges.txt` (GPT-2; BART/RoBERTa with `<s> ... </s>`;
+  CLIP, lower-cased, with `</w>` word ends and `<|startoftext|> ... <|endoftext|>`),
+- a WordPiece `vocab.txt` (BERT).
+
+Nothing is downloaded.
 """
 
 import collections
@@ -15,11 +23,45 @@ SPECIAL_TOKEN_NAMES = {
     "cls_token_id": ("[CLS]", "<s>"),
     "sep_token_id": ("[SEP]", "</s>"),
     "mask_token_id": ("[MASK]", "<mask>"),
-    "bos_token_id": ("<s>", "<|endoftext|>"),
+    "bos_token_id": ("<s>", "<|startoftext|>", "<|endoftext|>"),
     "eos_token_id": ("</s>", "<|endoftext|>"),
 }
 
+# The roles a tokenizer directory can name (tokenizer_config.json, special_tokens_map.json),
+# each setting the matching `<role>_id` attribute.
+SPECIAL_TOKEN_ROLES = ("bos_token", "eos_token", "unk_token", "pad_token", "sep_token",
+                       "cls_token", "mask_token")
+
 WORDPIECE_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+# How `from_dir` builds a tokenizer from vocabulary files (a tokenizer.json is complete).
+KINDS = ("auto", "sentencepiece", "wordpiece", "byte_level", "roberta", "clip")
+
+# transformers' model types and tokenizer classes -> the kind of their vocabulary files.
+_KIND_OF_MODEL_TYPE = {
+    "t5": "sentencepiece", "mt5": "sentencepiece", "umt5": "sentencepiece",
+    "bart": "roberta", "roberta": "roberta", "mbart": "sentencepiece",
+    "clip": "clip", "clip_text_model": "clip",
+    "gpt2": "byte_level", "bert": "wordpiece",
+}
+_KIND_OF_TOKENIZER_CLASS = {
+    "T5Tokenizer": "sentencepiece", "T5TokenizerFast": "sentencepiece",
+    "MT5Tokenizer": "sentencepiece", "MT5TokenizerFast": "sentencepiece",
+    "BartTokenizer": "roberta", "BartTokenizerFast": "roberta",
+    "RobertaTokenizer": "roberta", "RobertaTokenizerFast": "roberta",
+    "CLIPTokenizer": "clip", "CLIPTokenizerFast": "clip",
+    "GPT2Tokenizer": "byte_level", "GPT2TokenizerFast": "byte_level",
+    "BertTokenizer": "wordpiece", "BertTokenizerFast": "wordpiece",
+}
+
+# CLIP's word splitting, as transformers' CLIPTokenizer (and the original CLIP's regex):
+# its special tokens, English contractions, letter runs, single digits, other symbol runs.
+CLIP_PATTERN = (r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+"
+                r"|[\p{N}]|[^\s\p{L}\p{N}]+")
+
+# SentencePiece piece types (sentencepiece_model.proto).
+_UNKNOWN, _CONTROL, _USER_DEFINED = 2, 3, 4
+_UNIGRAM = 1
 
 
 def _library():
@@ -33,8 +75,28 @@ def _library():
     return tokenizers
 
 
+def _sentencepiece_model_proto():
+    """The `ModelProto` message class that reads a `.model` file (sentencepiece's own)."""
+    try:
+        from sentencepiece import sentencepiece_model_pb2
+    except ImportError:
+        raise ImportError(
+            "Reading a SentencePiece model (spiece.model of T5/mT5) needs the `sentencepiece` "
+            "and `protobuf` packages: pip install 'keras-bigmodels[sentencepiece]'"
+        ) from None
+    return sentencepiece_model_pb2.ModelProto
+
+
 class Tokenizer:
     """Text <-> token ids, wrapping a `tokenizers.Tokenizer`.
+
+    Args:
+        backend_tokenizer: a `tokenizers.Tokenizer`.
+        special_tokens: optional dict from a role ("bos_token", "eos_token", "unk_token",
+            "pad_token", "sep_token", "cls_token", "mask_token") to its token string, as a
+            tokenizer directory's `special_tokens_map.json` names them; each sets
+            `<role>_id`. A role not given is guessed from the usual token names
+            ("</s>", "<pad>", "[CLS]", ...).
 
     Example:
     >>> tok = Tokenizer.train_bpe(["hello world", "hello there"], vocabulary_size=300)
@@ -42,11 +104,19 @@ class Tokenizer:
     'hello world'
     """
 
-    def __init__(self, backend_tokenizer):
+    def __init__(self, backend_tokenizer, special_tokens=None):
         self.backend = backend_tokenizer
+        self.special_tokens = _checked_special_tokens(backend_tokenizer, special_tokens)
         for attribute, candidates in SPECIAL_TOKEN_NAMES.items():
+            role = attribute[:-len("_id")]
+            if role in self.special_tokens:
+                candidates = (self.special_tokens[role],)
             ids = [self.backend.token_to_id(t) for t in candidates]
             setattr(self, attribute, next((i for i in ids if i is not None), None))
+        # CLIP's BPE marks the end of each word with a suffix ("</w>") that its byte-level
+        # decoder leaves in the text; transformers' CLIPTokenizer turns each into a space
+        # and strips the ends, and so does `decode`.
+        self._end_of_word_suffix = getattr(self.backend.model, "end_of_word_suffix", None)
 
     # Training -----------------------------------------------------------------------
     @classmethod
@@ -109,42 +179,236 @@ class Tokenizer:
 
     # Loading and saving -------------------------------------------------------------
     @classmethod
-    def from_dir(cls, path, lowercase=True):
-        """Load `tokenizer.json`, or `vocab.txt` (WordPiece), or `vocab.json` + `merges.txt`."""
+    def from_dir(cls, path, lowercase=True, kind="auto"):
+        """A tokenizer from a local directory, as transformers would load it from there.
+
+        `tokenizer.json` (the whole pipeline) is read when present; otherwise the
+        vocabulary files: `spiece.model`, `vocab.txt`, or `vocab.json` + `merges.txt`.
+        Special-token roles come from `tokenizer_config.json` / `special_tokens_map.json`
+        when the directory has them.
+
+        Args:
+            path: the directory.
+            lowercase: for a WordPiece `vocab.txt`: lowercase and strip accents first.
+            kind: how vocabulary files are read: "auto" (from `tokenizer_config.json`'s
+                `tokenizer_class` or `config.json`'s `model_type`, else the files and
+                vocabulary themselves), "sentencepiece" (T5/mT5 `spiece.model`),
+                "wordpiece" (BERT `vocab.txt`), "byte_level" (GPT-2), "roberta" (BART,
+                RoBERTa: `<s> ... </s>`) or "clip" (CLIP's lower-cased BPE with `</w>`
+                word ends and `<|startoftext|> ... <|endoftext|>`).
+
+        Example:
+        >>> tok = Tokenizer.train_bpe(["hello world", "hello there"], vocabulary_size=300)
+        >>> import tempfile; folder = tempfile.mkdtemp(); tok.save(folder)
+        >>> Tokenizer.from_dir(folder).encode("hello world") == tok.encode("hello world")
+        True
+        """
+        if kind not in KINDS:
+            raise ValueError(f"`kind` must be one of {KINDS}; received {kind!r}.")
         tk = _library()
         path = os.fspath(path)
-        json_file = os.path.join(path, "tokenizer.json")
-        vocab_txt = os.path.join(path, "vocab.txt")
-        vocab_json = os.path.join(path, "vocab.json")
-        merges = os.path.join(path, "merges.txt")
-        if os.path.isfile(json_file):
-            return cls(tk.Tokenizer.from_file(json_file))
-        if os.path.isfile(vocab_txt):
-            tokenizer = tk.Tokenizer(tk.models.WordPiece.from_file(vocab_txt, unk_token="[UNK]"))
+        files = {name: os.path.join(path, name) for name in (
+            "tokenizer.json", "spiece.model", "vocab.txt", "vocab.json", "merges.txt")}
+        present = {name for name, file in files.items() if os.path.isfile(file)}
+        special_tokens = _special_tokens_in(path)
+        # tokenizer.json is the whole pipeline; an explicit kind asks for the vocabulary
+        # files instead, where the directory has them.
+        if "tokenizer.json" in present and (
+                kind == "auto" or not _vocabulary_files_for(kind, present)):
+            return cls(tk.Tokenizer.from_file(files["tokenizer.json"]), special_tokens)
+        if kind == "auto":
+            kind = _declared_kind(path)
+            if not _vocabulary_files_for(kind, present):
+                kind = ("sentencepiece" if "spiece.model" in present
+                        else "wordpiece" if "vocab.txt" in present
+                        else _bpe_kind(files["vocab.json"])
+                        if {"vocab.json", "merges.txt"} <= present else None)
+        if not _vocabulary_files_for(kind, present):
+            raise ValueError(
+                f"No tokenizer in `{path}`" + ("" if kind is None else f" for kind={kind!r}")
+                + ": expected tokenizer.json, spiece.model, vocab.txt, or vocab.json + "
+                "merges.txt.")
+        if kind == "sentencepiece":
+            config = _read_json(os.path.join(path, "tokenizer_config.json"))
+            return cls.from_sentencepiece(files["spiece.model"],
+                                          extra_ids=config.get("extra_ids"),
+                                          special_tokens=special_tokens)
+        if kind == "wordpiece":
+            tokenizer = tk.Tokenizer(tk.models.WordPiece.from_file(files["vocab.txt"],
+                                                                   unk_token="[UNK]"))
             tokenizer.normalizer = tk.normalizers.BertNormalizer(lowercase=lowercase)
             tokenizer.pre_tokenizer = tk.pre_tokenizers.BertPreTokenizer()
             tokenizer.decoder = tk.decoders.WordPiece()
-            return cls(tokenizer)
-        if os.path.isfile(vocab_json) and os.path.isfile(merges):
-            tokenizer = tk.Tokenizer(tk.models.BPE.from_file(vocab_json, merges))
+            return cls(tokenizer, special_tokens)
+        return cls.from_bpe_files(files["vocab.json"], files["merges.txt"], kind=kind,
+                                  special_tokens=special_tokens)
+
+    @classmethod
+    def from_sentencepiece(cls, model_file, extra_ids=None, special_tokens=None):
+        """T5/mT5's SentencePiece unigram model as transformers' `T5Tokenizer` reads it.
+
+        The same pipeline as transformers (5.x) converts it to: the model's pieces and
+        scores, then `extra_ids` sentinels `<extra_id_{extra_ids - 1}>` ... `<extra_id_0>`
+        appended (so `<extra_id_0>` is the last id), the model's own normalization table,
+        whitespace split with "▁" before every word, `</s>` appended by
+        `add_special_tokens=True`. Control, unknown and sentinel pieces are special tokens,
+        matched whole in raw text and dropped by `decode(skip_special_tokens=True)`;
+        user-defined pieces (mT5's own sentinels) are matched whole but kept.
+
+        Args:
+            model_file: the `spiece.model` file.
+            extra_ids: how many sentinels to append (a directory's tokenizer_config.json
+                says); None: 100 as transformers does, or 0 when the model already has
+                its sentinels (mT5's "▁<extra_id_0>", or a user-defined `<extra_id_0>`).
+            special_tokens: roles as in `Tokenizer(...)`; defaults to the model's pad,
+                end and unknown pieces.
+
+        Example:
+        >>> tok = Tokenizer.from_sentencepiece("t5-small/spiece.model")  # doctest: +SKIP
+        >>> tok.encode("Hello <extra_id_0>", add_special_tokens=True)  # doctest: +SKIP
+        [8774, 32099, 1]
+        """
+        tk = _library()
+        model = _sentencepiece_model_proto()()
+        with open(os.fspath(model_file), "rb") as file:
+            model.ParseFromString(file.read())
+        trainer = model.trainer_spec
+        if trainer.model_type != _UNIGRAM:
+            raise ValueError(
+                f"`model_file` must be a SentencePiece unigram model (T5, mT5); "
+                f"{model_file} has model_type {trainer.model_type}.")
+        pieces = [(piece.piece, piece.score) for piece in model.pieces]
+        present = {piece for piece, _ in pieces}
+        if extra_ids is None:
+            # mT5's model already ends with its sentinels, as "▁<extra_id_99>" ...
+            # "▁<extra_id_0>" (its tokenizer_config.json says extra_ids=0).
+            extra_ids = 0 if {"<extra_id_0>", "▁<extra_id_0>"} & present else 100
+        if not isinstance(extra_ids, int) or isinstance(extra_ids, bool) or extra_ids < 0:
+            raise ValueError(f"`extra_ids` must be an int >= 0; received {extra_ids!r}.")
+        sentinels = [f"<extra_id_{i}>" for i in range(extra_ids - 1, -1, -1)]
+        tokenizer = tk.Tokenizer(tk.models.Unigram(
+            pieces + [(token, 0.0) for token in sentinels], unk_id=trainer.unk_id,
+            byte_fallback=False))
+        charsmap = model.normalizer_spec.precompiled_charsmap
+        if charsmap:
+            tokenizer.normalizer = tk.normalizers.Precompiled(charsmap)
+        # transformers' split: on any whitespace, then "▁" before every word (also after a
+        # special token: "a<extra_id_0>." gives "▁." after the sentinel).
+        tokenizer.pre_tokenizer = tk.pre_tokenizers.Sequence([
+            tk.pre_tokenizers.WhitespaceSplit(),
+            tk.pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True),
+        ])
+        tokenizer.decoder = tk.decoders.Metaspace(replacement="▁", prepend_scheme="always",
+                                                  split=True)
+        roles = {}
+        for role, piece_id, piece in (("pad_token", trainer.pad_id, trainer.pad_piece),
+                                      ("eos_token", trainer.eos_id, trainer.eos_piece),
+                                      ("unk_token", trainer.unk_id, trainer.unk_piece)):
+            if 0 <= piece_id < len(pieces):
+                roles[role] = pieces[piece_id][0]
+        roles.update(special_tokens or {})
+        special = [piece.piece for piece in model.pieces
+                   if piece.type in (_UNKNOWN, _CONTROL)] + sentinels
+        special += [token for token in roles.values() if token not in special]
+        tokenizer.add_special_tokens([tk.AddedToken(token, special=True, normalized=False)
+                                      for token in special])
+        user_defined = [piece.piece for piece in model.pieces if piece.type == _USER_DEFINED]
+        tokenizer.add_tokens([tk.AddedToken(token, special=False, normalized=False)
+                              for token in user_defined])
+        eos = roles.get("eos_token")
+        if eos is None:
+            raise ValueError(f"`model_file` {model_file} has no end-of-sequence piece; "
+                             "name one with special_tokens={'eos_token': ...}.")
+        tokenizer.post_processor = tk.processors.TemplateProcessing(
+            single=["$A", eos], pair=["$A", eos, "$B", eos],
+            special_tokens=[(eos, tokenizer.token_to_id(eos))])
+        return cls(tokenizer, roles)
+
+    @classmethod
+    def from_bpe_files(cls, vocab_file, merges_file, kind="byte_level", special_tokens=None):
+        """A byte-level BPE `vocab.json` + `merges.txt` as transformers reads it.
+
+        Args:
+            vocab_file: the `vocab.json` file (token -> id).
+            merges_file: the `merges.txt` file.
+            kind: "byte_level" (GPT-2: no special tokens added), "roberta" (BART and
+                RoBERTa's `BartTokenizer`/`RobertaTokenizer`: `<s> ... </s>`, `<pad>`,
+                `<unk>`, `<mask>`), or "clip" (transformers' `CLIPTokenizer`: NFC,
+                whitespace runs to one space, lowercase, CLIP's word regex, `</w>` word
+                ends, `<|startoftext|> ... <|endoftext|>`, unknown and pad
+                `<|endoftext|>`).
+            special_tokens: roles as in `Tokenizer(...)`, replacing the kind's defaults.
+
+        Example:
+        >>> tok = Tokenizer.from_bpe_files("clip/vocab.json", "clip/merges.txt",
+        ...                                kind="clip")  # doctest: +SKIP
+        >>> tok.encode("A photo of a cat", add_special_tokens=True)  # doctest: +SKIP
+        [49406, 320, 1125, 539, 320, 2368, 49407]
+        """
+        bpe_kinds = ("byte_level", "roberta", "clip")
+        if kind not in bpe_kinds:
+            raise ValueError(f"`kind` must be one of {bpe_kinds}; received {kind!r}.")
+        tk = _library()
+        vocabulary, merges = tk.models.BPE.read_file(os.fspath(vocab_file),
+                                                     os.fspath(merges_file))
+        if kind == "byte_level":
+            tokenizer = tk.Tokenizer(tk.models.BPE(vocabulary, merges))
             tokenizer.pre_tokenizer = tk.pre_tokenizers.ByteLevel(add_prefix_space=False)
             tokenizer.decoder = tk.decoders.ByteLevel()
-            return cls(tokenizer)
-        raise ValueError(
-            f"No tokenizer in `{path}`: expected tokenizer.json, vocab.txt, or vocab.json + "
-            "merges.txt."
-        )
+            return cls(tokenizer, special_tokens)
+        if kind == "roberta":
+            roles = {"bos_token": "<s>", "eos_token": "</s>", "sep_token": "</s>",
+                     "cls_token": "<s>", "unk_token": "<unk>", "pad_token": "<pad>",
+                     "mask_token": "<mask>", **(special_tokens or {})}
+            tokenizer = tk.Tokenizer(tk.models.BPE(
+                vocabulary, merges, continuing_subword_prefix="", end_of_word_suffix="",
+                fuse_unk=False))
+            tokenizer.pre_tokenizer = tk.pre_tokenizers.ByteLevel(add_prefix_space=False)
+        else:
+            roles = {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>",
+                     "unk_token": "<|endoftext|>", "pad_token": "<|endoftext|>",
+                     **(special_tokens or {})}
+            tokenizer = tk.Tokenizer(tk.models.BPE(
+                vocabulary, merges, continuing_subword_prefix="", end_of_word_suffix="</w>",
+                fuse_unk=False, unk_token=roles["unk_token"]))
+            tokenizer.normalizer = tk.normalizers.Sequence([
+                tk.normalizers.NFC(), tk.normalizers.Replace(tk.Regex(r"\s+"), " "),
+                tk.normalizers.Lowercase()])
+            tokenizer.pre_tokenizer = tk.pre_tokenizers.Sequence([
+                tk.pre_tokenizers.Split(tk.Regex(CLIP_PATTERN), behavior="removed",
+                                        invert=True),
+                tk.pre_tokenizers.ByteLevel(add_prefix_space=False)])
+        tokenizer.decoder = tk.decoders.ByteLevel()
+        tokens = list(dict.fromkeys(roles[role] for role in SPECIAL_TOKEN_ROLES
+                                    if role in roles))
+        # transformers appends a special token the vocabulary lacks (e.g. a vocab.json
+        # without "<mask>") as a new id; so does the library here.
+        tokenizer.add_special_tokens([tk.AddedToken(token, special=True, normalized=False)
+                                      for token in tokens])
+        start = "cls_token" if kind == "roberta" else "bos_token"
+        end = "sep_token" if kind == "roberta" else "eos_token"
+        tokenizer.post_processor = tk.processors.RobertaProcessing(
+            (roles[end], tokenizer.token_to_id(roles[end])),
+            (roles[start], tokenizer.token_to_id(roles[start])),
+            trim_offsets=kind == "roberta", add_prefix_space=False)
+        return cls(tokenizer, roles)
 
     def save(self, path):
+        """Write `tokenizer.json` (and `special_tokens_map.json`) into the directory `path`."""
         os.makedirs(path, exist_ok=True)
         self.backend.save(os.path.join(path, "tokenizer.json"))
+        if self.special_tokens:
+            with open(os.path.join(path, "special_tokens_map.json"), "w") as file:
+                json.dump(self.special_tokens, file, indent=2, ensure_ascii=False)
 
     def get_config(self):
-        return {"tokenizer_json": self.backend.to_str()}
+        return {"tokenizer_json": self.backend.to_str(),
+                "special_tokens": dict(self.special_tokens)}
 
     @classmethod
     def from_config(cls, config):
-        return cls(_library().Tokenizer.from_str(config["tokenizer_json"]))
+        return cls(_library().Tokenizer.from_str(config["tokenizer_json"]),
+                   config.get("special_tokens"))
 
     # Use ----------------------------------------------------------------------------
     @property
@@ -164,9 +428,16 @@ class Tokenizer:
         """A string from ids, or a list of strings from a batch of id lists."""
         ids = ids.tolist() if hasattr(ids, "tolist") else ids
         if len(ids) and isinstance(ids[0], (list, tuple)):
-            return self.backend.decode_batch([list(map(int, r)) for r in ids],
-                                             skip_special_tokens=skip_special_tokens)
-        return self.backend.decode(list(map(int, ids)), skip_special_tokens=skip_special_tokens)
+            texts = self.backend.decode_batch([list(map(int, r)) for r in ids],
+                                              skip_special_tokens=skip_special_tokens)
+            return [self._finish(text) for text in texts]
+        return self._finish(self.backend.decode(list(map(int, ids)),
+                                                skip_special_tokens=skip_special_tokens))
+
+    def _finish(self, text):
+        if self._end_of_word_suffix:
+            return text.replace(self._end_of_word_suffix, " ").strip()
+        return text
 
     def token_to_id(self, token):
         return self.backend.token_to_id(token)
@@ -177,6 +448,67 @@ class Tokenizer:
     def __repr__(self):
         model = json.loads(self.backend.to_str())["model"]["type"]
         return f"Tokenizer({model}, vocabulary_size={self.vocabulary_size})"
+
+
+def _read_json(file):
+    if not os.path.isfile(file):
+        return {}
+    with open(file, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def _special_tokens_in(path):
+    """Special-token roles a directory names: tokenizer_config.json, then
+    special_tokens_map.json (transformers' two files), as {role: token}."""
+    roles = {}
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        for role, value in _read_json(os.path.join(path, name)).items():
+            if role in SPECIAL_TOKEN_ROLES:
+                token = value.get("content") if isinstance(value, dict) else value
+                if isinstance(token, str):
+                    roles[role] = token
+    return roles
+
+
+def _checked_special_tokens(backend_tokenizer, special_tokens):
+    """The roles whose token the vocabulary has (a directory may name one it lacks)."""
+    special_tokens = dict(special_tokens or {})
+    unknown = set(special_tokens) - set(SPECIAL_TOKEN_ROLES)
+    if unknown:
+        raise ValueError(f"`special_tokens` keys must be among {SPECIAL_TOKEN_ROLES}; "
+                         f"received {sorted(unknown)}.")
+    return {role: token for role, token in special_tokens.items()
+            if backend_tokenizer.token_to_id(token) is not None}
+
+
+def _declared_kind(path):
+    """The kind a directory's tokenizer_config.json or config.json declares, else None."""
+    tokenizer_class = _read_json(os.path.join(path, "tokenizer_config.json")).get(
+        "tokenizer_class")
+    if tokenizer_class in _KIND_OF_TOKENIZER_CLASS:
+        return _KIND_OF_TOKENIZER_CLASS[tokenizer_class]
+    config = _read_json(os.path.join(path, "config.json"))
+    model_type = config.get("model_type")
+    if model_type is None and isinstance(config.get("text_config"), dict):
+        model_type = config["text_config"].get("model_type")
+    return _KIND_OF_MODEL_TYPE.get(model_type)
+
+
+def _vocabulary_files_for(kind, present):
+    """Whether the files `kind` is built from are in the directory."""
+    needs = {"sentencepiece": {"spiece.model"}, "wordpiece": {"vocab.txt"}}.get(
+        kind, {"vocab.json", "merges.txt"})
+    return kind not in (None, "auto") and needs <= present
+
+
+def _bpe_kind(vocab_file):
+    """A byte-level BPE vocabulary's kind from its tokens: CLIP's, RoBERTa's, or GPT-2's."""
+    vocabulary = _read_json(vocab_file)
+    if "<|startoftext|>" in vocabulary:
+        return "clip"
+    if "<s>" in vocabulary and "</s>" in vocabulary:
+        return "roberta"
+    return "byte_level"
 
 
 def _as_iterator(texts):

@@ -82,14 +82,15 @@ class Seq2SeqLM(GenerativeTask):
     @classmethod
     def from_huggingface(cls, path, backbone_overrides=None, dtype=None, **task_kwargs):
         """The task from a local HF checkpoint directory (config.json + model.safetensors
-        [+ tokenizer.json]); the backbone's family mapping checks `model_type`.
+        [+ tokenizer files]); the backbone's family mapping checks `model_type`.
 
         Args:
             path: a local directory written by `save_pretrained`.
             backbone_overrides: backbone kwargs to change (e.g. `{"dropout": 0.0}`).
             dtype: the backbone's dtype policy (e.g. "bfloat16").
             **task_kwargs: task kwargs; the tokenizer defaults to the directory's
-                tokenizer.json (if any) and the special ids to config.json's.
+                tokenizer (`checkpoints.read_tokenizer`: tokenizer.json, spiece.model or
+                vocab.json + merges.txt, if any) and the special ids to config.json's.
 
         Example:
         >>> t5 = T5Seq2SeqLM.from_huggingface("flan-t5-small/")  # a save_pretrained dir
