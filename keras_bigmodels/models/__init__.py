@@ -16,3 +16,4 @@ from keras_bigmodels.models.clip import (CLIPBackbone, CLIPContrastiveTask,  # n
                                          CLIPTextEncoder, CLIPVisionEncoder)
 from keras_bigmodels.models.diffusion import (AutoencoderKL, UNet2D,  # noqa: F401
                                               UNet2DCondition)
+from keras_bigmodels.models.diffusion import DiffusionModel, DiT  # noqa: F401

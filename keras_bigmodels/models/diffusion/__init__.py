@@ -11,3 +11,5 @@ from keras_bigmodels.models.diffusion.autoencoder import (  # noqa: F401
     LatentDistribution,
 )
 from keras_bigmodels.models.diffusion.unet import UNet2D, UNet2DCondition  # noqa: F401
+from keras_bigmodels.models.diffusion.dit import DiT, DiTBlock  # noqa: F401
+from keras_bigmodels.models.diffusion.tasks import DiffusionModel  # noqa: F401

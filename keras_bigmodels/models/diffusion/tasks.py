@@ -1,0 +1,381 @@
+"""Trainable diffusion tasks: `DiffusionModel` (pixel space) over any denoiser network.
+
+`model.fit(images)` (or `model.fit(images, labels)`) trains the denoiser on the diffusion
+loss: each step draws timesteps and noise with `keras.random` from the task's
+`SeedGenerator`, noises the images with the forward process, and regresses the noise
+(or v). The work happens in `compute_loss`, which every backend's `train_step` calls inside
+its gradient computation, so one implementation trains on JAX, TensorFlow and PyTorch.
+"""
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_bigmodels.backend import compile_function
+from keras_bigmodels.generation.diffusion import DIFFUSION_SAMPLERS, DiffusionSampler, sampling_noise
+from keras_bigmodels.models.base import Task
+from keras_bigmodels.objectives.diffusion import PREDICTION_TYPES, NoiseSchedule
+from keras_bigmodels.utils import check_finite_number, check_in, check_positive_int
+
+
+def _image_shape(value):
+    shape = tuple(value) if isinstance(value, (list, tuple)) else None
+    if shape is None or len(shape) != 3 or any(
+            isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0 for v in shape):
+        raise ValueError("`image_shape` must be (height, width, channels) of positive ints "
+                         f"(channels_last); received {value!r}.")
+    return tuple(int(v) for v in shape)
+
+
+@keras.saving.register_keras_serializable(package="keras_bigmodels")
+class DiffusionModel(Task):
+    """A pixel-space diffusion model (DDPM training, DDPM/DDIM sampling) on any denoiser.
+
+    The denoiser is a built Keras model called as `denoiser([noisy_images, timesteps])`, or
+    `denoiser([noisy_images, timesteps, class_labels])` for a class-conditioned model
+    (`UNet2D`, `DiT`). Images are channels_last in [0, 1]; the model trains on them scaled
+    to [-1, 1], as DDPM does, and `generate` returns images in [0, 1].
+
+    Classifier-free guidance (Ho & Salimans 2022): with `num_classes` set, the denoiser
+    embeds `num_classes + 1` classes; id `num_classes` is the "no class" label, which
+    replaces the true label in a `condition_dropout` share of training rows, and which
+    `generate(guidance_scale=s)` contrasts with: uncond + s * (cond - uncond).
+
+    Args:
+        denoiser: the network (built; its `in_channels`, `num_classes` and
+            `downsampling_factor` attributes are checked when present).
+        image_shape: (height, width, channels) of the images.
+        num_classes: real classes for a class-conditioned model; None: unconditional.
+        num_train_timesteps, beta_schedule, beta_start, beta_end: the `NoiseSchedule`.
+        prediction_type: "epsilon" (predict the noise) or "v_prediction".
+        condition_dropout: share of training rows whose label becomes the null class.
+        ema_decay: keep an exponential moving average of the denoiser's weights (with the
+            warm-up min(decay, (1 + n) / (10 + n)) over update n), used by `generate`;
+            None: no EMA.
+        clip_sample: clip the predicted clean image to [-1, 1] at each sampling step.
+        learning_rate: the default AdamW optimizer's learning rate.
+        seed: seed of the training noise and timesteps.
+
+    Example:
+    >>> unet = UNet2D(in_channels=1, out_channels=1, block_out_channels=(32, 64),
+    ...               attention_levels=(False, True), norm_num_groups=8, num_classes=11)
+    >>> model = DiffusionModel(unet, image_shape=(16, 16, 1), num_classes=10, ema_decay=0.999)
+    >>> model.fit(images, labels, epochs=10, batch_size=64)
+    >>> model.generate([3, 7], num_steps=50, guidance_scale=2.0, seed=0).shape
+    (2, 16, 16, 1)
+    """
+
+    max_compiled_functions = 8
+    # Not a functional model: no symbolic inputs for the host-side data checks to name.
+    inputs = None
+
+    def __init__(self, denoiser, image_shape, num_classes=None, num_train_timesteps=1000,
+                 beta_schedule="linear", beta_start=0.0001, beta_end=0.02,
+                 prediction_type="epsilon", condition_dropout=0.1, ema_decay=None,
+                 clip_sample=True, learning_rate=2e-4, seed=None, name="diffusion_model",
+                 **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.image_shape = _image_shape(image_shape)
+        self.schedule = NoiseSchedule(num_train_timesteps, beta_schedule, beta_start, beta_end)
+        check_in("prediction_type", prediction_type, PREDICTION_TYPES)
+        if num_classes is not None:
+            check_positive_int("num_classes", num_classes)
+        check_finite_number("condition_dropout", condition_dropout)
+        if not 0 <= condition_dropout < 1:
+            raise ValueError(f"`condition_dropout` must be in [0, 1); received "
+                             f"{condition_dropout!r}.")
+        if ema_decay is not None:
+            check_finite_number("ema_decay", ema_decay)
+            if not 0 < ema_decay < 1:
+                raise ValueError(f"`ema_decay` must be in (0, 1) or None; received "
+                                 f"{ema_decay!r}.")
+        self._check_denoiser(denoiser, num_classes, condition_dropout)
+        if not denoiser.trainable_variables:
+            # Build it on one zero batch: the EMA copies need its variables.
+            inputs = [ops.zeros((1,) + self.image_shape), ops.zeros((1,), "int32")]
+            denoiser(inputs + ([ops.zeros((1,), "int32")] if num_classes else []))
+        self.backbone = denoiser
+        self.num_classes = num_classes
+        self.prediction_type = prediction_type
+        self.condition_dropout = float(condition_dropout)
+        self.ema_decay = None if ema_decay is None else float(ema_decay)
+        self.clip_sample = bool(clip_sample)
+        self.learning_rate = float(learning_rate)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed, name="diffusion_noise")
+        if self.ema_decay is not None:
+            self.ema_updates = self.add_weight(shape=(), initializer="zeros", dtype="float32",
+                                               trainable=False, name="ema_updates")
+            self.ema_weights = [
+                self.add_weight(shape=v.shape, initializer="zeros", dtype=v.dtype,
+                                trainable=False, name=f"ema_{i}")
+                for i, v in enumerate(denoiser.trainable_variables)]
+            for ema, variable in zip(self.ema_weights, denoiser.trainable_variables):
+                # A host copy: JAX would otherwise share (and donate twice) one buffer.
+                ema.assign(ops.convert_to_numpy(variable))
+        self.built = True
+        self.compile()
+
+    @property
+    def denoiser(self):
+        return self.backbone
+
+    @property
+    def null_class(self):
+        """The label id meaning "no class" (classifier-free guidance), or None."""
+        return self.num_classes
+
+    def _check_denoiser(self, denoiser, num_classes, condition_dropout):
+        if not isinstance(denoiser, keras.Model):
+            raise ValueError("`denoiser` must be a keras.Model called as "
+                             "denoiser([noisy_images, timesteps(, class_labels)]); received "
+                             f"{type(denoiser).__name__}.")
+        height, width, channels = self.image_shape
+        in_channels = getattr(denoiser, "in_channels", None)
+        if in_channels is not None and in_channels != channels:
+            raise ValueError(f"`image_shape` has {channels} channels; the denoiser takes "
+                             f"in_channels={in_channels}.")
+        out_channels = getattr(denoiser, "out_channels", None)
+        if out_channels is not None and out_channels != channels:
+            raise ValueError(f"`image_shape` has {channels} channels; the denoiser predicts "
+                             f"out_channels={out_channels}.")
+        factor = getattr(denoiser, "downsampling_factor", None)
+        if factor and (height % factor or width % factor):
+            raise ValueError(f"`image_shape` {height}x{width} is not divisible by the "
+                             f"denoiser's downsampling factor {factor}.")
+        embedded = getattr(denoiser, "num_classes", None)
+        if num_classes is None and embedded:
+            raise ValueError(f"The denoiser embeds {embedded} classes: pass `num_classes` "
+                             f"(the real classes; {embedded - 1} with the null class).")
+        if num_classes is not None:
+            if embedded is not None and embedded != num_classes + 1:
+                raise ValueError(
+                    f"`num_classes`={num_classes} needs a denoiser embedding "
+                    f"num_classes + 1 = {num_classes + 1} classes (the last is the null class "
+                    f"of classifier-free guidance); the denoiser embeds {embedded}.")
+
+    # Training -------------------------------------------------------------------------
+    def compile(self, optimizer=None, **kwargs):
+        """Compile with AdamW at `learning_rate` (weight decay 0) by default; the loss is the
+        diffusion MSE (`compute_loss`), so `loss` is not an argument.
+
+        Example:
+        >>> model.compile(keras.optimizers.Adam(1e-3))
+        """
+        if kwargs.get("loss") is not None:
+            raise ValueError("`loss` is fixed for DiffusionModel (the diffusion MSE on the "
+                             f"{self.prediction_type} target); received {kwargs['loss']!r}.")
+        kwargs.pop("loss", None)
+        if optimizer is None:
+            optimizer = keras.optimizers.AdamW(self.learning_rate, weight_decay=0.0)
+        super().compile(optimizer=optimizer, **kwargs)
+
+    def call(self, inputs, training=None):
+        # The trainer calls the model on the images before `compute_loss`; the noising and
+        # the denoiser run there, where the labels (y) are available too.
+        return inputs
+
+    def label_range(self):
+        return None if self.num_classes is None else (0, self.num_classes)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """The diffusion loss of a batch of images x in [0, 1] (labels y if conditional):
+        mean squared error between the denoiser's output and the noise (or v)."""
+        images = ops.cast(x, "float32") * 2.0 - 1.0
+        batch = ops.shape(images)[0]
+        timesteps = keras.random.randint((batch,), 0, self.schedule.num_train_timesteps,
+                                         seed=self.seed_generator, dtype="int32")
+        noise = keras.random.normal(ops.shape(images), seed=self.seed_generator)
+        noisy = self.schedule.add_noise(images, noise, timesteps)
+        inputs = [noisy, timesteps]
+        if self.num_classes is not None:
+            if y is None:
+                raise ValueError("A class-conditioned DiffusionModel trains on (images, "
+                                 "labels): pass the labels as `y`.")
+            labels = ops.reshape(ops.cast(y, "int32"), (-1,))
+            if self.condition_dropout > 0:
+                dropped = keras.random.uniform((batch,), seed=self.seed_generator)
+                labels = ops.where(ops.less(dropped, self.condition_dropout),
+                                   self.null_class, labels)
+            inputs.append(labels)
+        prediction = ops.cast(self.backbone(inputs, training=training), "float32")
+        target = self.schedule.target(self.prediction_type, images, noise, timesteps)
+        loss = ops.mean(ops.square(prediction - target))
+        if training and self.ema_decay is not None:
+            self._update_ema()
+        return loss
+
+    def _update_ema(self):
+        # Runs inside the loss computation, before the optimizer applies this step's update:
+        # the average trails by one step, which lets one backend-independent compute_loss
+        # carry it (JAX threads the new values out as non-trainable state).
+        updates = self.ema_updates + 1.0
+        decay = ops.minimum(self.ema_decay, (1.0 + updates) / (10.0 + updates))
+        for ema, variable in zip(self.ema_weights, self.backbone.trainable_variables):
+            value = ops.stop_gradient(ops.convert_to_tensor(variable))
+            ema.assign(decay * ema + (1.0 - decay) * ops.cast(value, ema.dtype))
+        self.ema_updates.assign(updates)
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        self._check_images(x)
+        return super().fit(x, y, *args, **kwargs)
+
+    def _check_images(self, x):
+        shape = getattr(x, "shape", None)
+        if shape is None or isinstance(x, dict):
+            return
+        shape = tuple(shape)
+        if len(shape) != 4 or tuple(shape[1:]) != self.image_shape:
+            raise ValueError(f"`x` must be images [batch, {', '.join(map(str, self.image_shape))}]"
+                             f" (image_shape, channels_last); received shape {shape}.")
+
+    # Sampling --------------------------------------------------------------------------
+    def _sampler(self, sampler, eta):
+        return DiffusionSampler(self.schedule, sampler, eta=eta,
+                                prediction_type=self.prediction_type,
+                                clip_sample=self.clip_sample)
+
+    def _sample_function(self, sampler, num_steps, guided, conditional):
+        key = (sampler.sampler, sampler.eta, num_steps, guided, conditional)
+        table = self.__dict__.setdefault("_sample_functions", {})
+        if key in table:
+            return table[key]
+        timesteps, previous = sampler.timesteps(num_steps)
+        backbone = self.backbone
+        null_class = self.null_class
+
+        def generate(initial_noise, step_noise, labels, guidance_scale):
+            self.__dict__["_sample_traces"] = self.__dict__.get("_sample_traces", 0) + 1
+
+            def denoise(x, t):
+                if not conditional:
+                    return ops.cast(backbone([x, t], training=False), "float32")
+                if not guided:
+                    return ops.cast(backbone([x, t, labels], training=False), "float32")
+                # One batch of both passes: conditional rows, then the null class.
+                both = backbone([ops.concatenate([x, x], axis=0),
+                                 ops.concatenate([t, t], axis=0),
+                                 ops.concatenate([labels, ops.full_like(labels, null_class)],
+                                                 axis=0)], training=False)
+                conditioned, unconditioned = ops.split(ops.cast(both, "float32"), 2, axis=0)
+                return unconditioned + guidance_scale * (conditioned - unconditioned)
+
+            images = sampler.sample(denoise, initial_noise, step_noise, timesteps, previous)
+            return ops.clip((images + 1.0) / 2.0, 0.0, 1.0)
+
+        function = compile_function(generate, backbone.variables)
+        if len(table) >= self.max_compiled_functions:
+            table.pop(next(iter(table)))
+        table[key] = function
+        return function
+
+    @property
+    def sample_traces(self):
+        """How often a sampling function was traced (on torch, which runs eagerly: called)."""
+        return self.__dict__.get("_sample_traces", 0)
+
+    def generate(self, labels=None, num_images=None, num_steps=50, guidance_scale=1.0,
+                 seed=None, sampler="ddim", eta=0.0, use_ema=True):
+        """Sample images in [0, 1], [batch, height, width, channels] numpy float32.
+
+        The whole reverse process runs as one compiled loop (JAX, TensorFlow; eager without
+        gradients on torch). A row's image depends only on its seed and label.
+
+        Args:
+            labels: class ids (a list or 1-D int array) for a class-conditioned model; None
+                samples `num_images` without a class (the null class, if trained with it).
+            num_images: the number of images when `labels` is None.
+            num_steps: sampling steps, 1 to num_train_timesteps (DDIM skips timesteps;
+                DDPM at num_train_timesteps is the original ancestral sampler).
+            guidance_scale: classifier-free guidance, >= 0: 1 is the plain conditional
+                model, 0 the unconditional one, > 1 sharpens toward the class.
+            seed: an int (row i draws from [seed, i]), one int per image, or None.
+            sampler: "ddim" or "ddpm".
+            eta: DDIM's noise (0: deterministic).
+            use_ema: sample with the EMA weights when the model keeps them.
+
+        Example:
+        >>> model.generate([0, 1, 2], num_steps=25, guidance_scale=3.0, seed=0)
+        """
+        check_in("sampler", sampler, DIFFUSION_SAMPLERS)
+        if (isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer))
+                or not 1 <= num_steps <= self.schedule.num_train_timesteps):
+            raise ValueError(f"`num_steps` must be an int in [1, "
+                             f"{self.schedule.num_train_timesteps}] (num_train_timesteps); "
+                             f"received {num_steps!r}.")
+        check_finite_number("guidance_scale", guidance_scale)
+        if guidance_scale < 0:
+            raise ValueError(f"`guidance_scale` must be >= 0; received {guidance_scale!r}.")
+        step_sampler = self._sampler(sampler, eta)
+        conditional = self.num_classes is not None
+        if labels is not None:
+            if not conditional:
+                raise ValueError("`labels` need a class-conditioned model (num_classes set); "
+                                 "pass `num_images` instead.")
+            labels = np.asarray(keras.ops.convert_to_numpy(labels)).reshape(-1)
+            if labels.size == 0 or not np.issubdtype(labels.dtype, np.integer):
+                raise ValueError(f"`labels` must be a non-empty list of int class ids; "
+                                 f"received {labels!r}.")
+            if labels.min() < 0 or labels.max() >= self.num_classes:
+                raise ValueError(f"`labels` must be class ids in [0, {self.num_classes - 1}]; "
+                                 f"received {labels.min()}..{labels.max()}.")
+            batch = labels.size
+        else:
+            check_positive_int("num_images", num_images)
+            batch = int(num_images)
+            if conditional:
+                labels = np.full((batch,), self.null_class)
+        if conditional:
+            guided = guidance_scale != 1.0
+            if labels is not None and np.all(labels == self.null_class):
+                guided = False
+        else:
+            if guidance_scale != 1.0:
+                raise ValueError("`guidance_scale` needs a class-conditioned model; an "
+                                 f"unconditional one samples at 1.0 (received {guidance_scale}).")
+            guided = False
+            labels = np.zeros((batch,))
+
+        function = self._sample_function(step_sampler, num_steps, guided, conditional)
+        noise_steps = num_steps if step_sampler.needs_noise else 1
+        initial, step_noise = sampling_noise(seed, batch, self.image_shape, noise_steps)
+        swap = use_ema and self.ema_decay is not None
+        if swap:
+            saved = [ops.convert_to_numpy(v) for v in self.backbone.trainable_variables]
+            for variable, ema in zip(self.backbone.trainable_variables, self.ema_weights):
+                variable.assign(ops.convert_to_numpy(ema))
+        try:
+            images = function(ops.convert_to_tensor(initial),
+                              ops.convert_to_tensor(step_noise),
+                              ops.convert_to_tensor(labels, "int32"),
+                              ops.convert_to_tensor(float(guidance_scale), "float32"))
+            images = ops.convert_to_numpy(images)
+        finally:
+            if swap:
+                for variable, value in zip(self.backbone.trainable_variables, saved):
+                    variable.assign(value)
+        return images
+
+    # Config ---------------------------------------------------------------------------
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "denoiser": keras.saving.serialize_keras_object(self.backbone),
+            "image_shape": list(self.image_shape),
+            "num_classes": self.num_classes,
+            **self.schedule.get_config(),
+            "prediction_type": self.prediction_type,
+            "condition_dropout": self.condition_dropout,
+            "ema_decay": self.ema_decay,
+            "clip_sample": self.clip_sample,
+            "learning_rate": self.learning_rate,
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if isinstance(config.get("denoiser"), dict):
+            config["denoiser"] = keras.saving.deserialize_keras_object(config["denoiser"])
+        return cls(**config)
