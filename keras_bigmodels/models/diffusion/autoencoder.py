@@ -194,7 +194,9 @@ class AutoencoderKL(Backbone):
         self.post_quant_conv = (keras.layers.Conv2D(latent_channels, 1, name="post_quant_conv",
                                                     dtype=dtype) if use_post_quant_conv else None)
         size = 2 * self.downsampling_factor
+        # A symbolic pass builds every sublayer without computing anything.
         self.call(keras.KerasTensor((1, size, size, in_channels)))
+        self.built = True
 
     def encode(self, images, training=None):
         """The posterior over latents of images [batch, height, width, in_channels] in [-1, 1].

@@ -162,6 +162,7 @@ class _UNetBase(Backbone):
         images = keras.KerasTensor((1, size, size, self.in_channels))
         timesteps = keras.KerasTensor((1,), dtype="int32")
         self.call([images, timesteps, *extra_inputs])
+        self.built = True
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[0])
