@@ -230,9 +230,12 @@ class Tokenizer:
                 "merges.txt.")
         if kind == "sentencepiece":
             config = _read_json(os.path.join(path, "tokenizer_config.json"))
-            return cls.from_sentencepiece(files["spiece.model"],
-                                          extra_ids=config.get("extra_ids"),
-                                          special_tokens=special_tokens)
+            additional = (config.get("additional_special_tokens")
+                          or config.get("extra_special_tokens") or [])
+            return cls.from_sentencepiece(
+                files["spiece.model"], extra_ids=config.get("extra_ids"),
+                special_tokens=special_tokens,
+                additional_special_tokens=[_token_content(t) for t in additional])
         if kind == "wordpiece":
             tokenizer = tk.Tokenizer(tk.models.WordPiece.from_file(files["vocab.txt"],
                                                                    unk_token="[UNK]"))
@@ -244,7 +247,8 @@ class Tokenizer:
                                   special_tokens=special_tokens)
 
     @classmethod
-    def from_sentencepiece(cls, model_file, extra_ids=None, special_tokens=None):
+    def from_sentencepiece(cls, model_file, extra_ids=None, special_tokens=None,
+                           additional_special_tokens=()):
         """T5/mT5's SentencePiece unigram model as transformers' `T5Tokenizer` reads it.
 
         The same pipeline as transformers (5.x) converts it to: the model's pieces and
@@ -262,6 +266,10 @@ class Tokenizer:
                 its sentinels (mT5's "▁<extra_id_0>", or a user-defined `<extra_id_0>`).
             special_tokens: roles as in `Tokenizer(...)`; defaults to the model's pad,
                 end and unknown pieces.
+            additional_special_tokens: more special tokens (a directory's
+                tokenizer_config.json lists them); those the vocabulary lacks get new ids
+                after the sentinels, in this order. As in transformers, a list that names
+                sentinels makes only those special (the others stay plain pieces).
 
         Example:
         >>> tok = Tokenizer.from_sentencepiece("t5-small/spiece.model")  # doctest: +SKIP
@@ -307,9 +315,12 @@ class Tokenizer:
             if 0 <= piece_id < len(pieces):
                 roles[role] = pieces[piece_id][0]
         roles.update(special_tokens or {})
+        listed = list(additional_special_tokens)
+        if not any("<extra_id_" in token for token in listed):
+            listed += sentinels
         special = [piece.piece for piece in model.pieces
-                   if piece.type in (_UNKNOWN, _CONTROL)] + sentinels
-        special += [token for token in roles.values() if token not in special]
+                   if piece.type in (_UNKNOWN, _CONTROL)]
+        special += [token for token in (*listed, *roles.values()) if token not in special]
         tokenizer.add_special_tokens([tk.AddedToken(token, special=True, normalized=False)
                                       for token in special])
         user_defined = [piece.piece for piece in model.pieces if piece.type == _USER_DEFINED]
@@ -457,6 +468,11 @@ def _read_json(file):
         return json.load(handle)
 
 
+def _token_content(token):
+    """A token string from transformers' files: a string, or an AddedToken as a dict."""
+    return token.get("content") if isinstance(token, dict) else token
+
+
 def _special_tokens_in(path):
     """Special-token roles a directory names: tokenizer_config.json, then
     special_tokens_map.json (transformers' two files), as {role: token}."""
@@ -464,7 +480,7 @@ def _special_tokens_in(path):
     for name in ("tokenizer_config.json", "special_tokens_map.json"):
         for role, value in _read_json(os.path.join(path, name)).items():
             if role in SPECIAL_TOKEN_ROLES:
-                token = value.get("content") if isinstance(value, dict) else value
+                token = _token_content(value)
                 if isinstance(token, str):
                     roles[role] = token
     return roles

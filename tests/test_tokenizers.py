@@ -277,6 +277,24 @@ def test_sentencepiece_plain_text_equals_sentencepiece_itself(sentencepiece_dirs
     assert ours.decode(ours.encode(CHINESE)) == processor.decode(processor.encode(CHINESE))
 
 
+@pytest.mark.parametrize("config", [
+    {"extra_ids": 100, "additional_special_tokens": [f"<extra_id_{i}>" for i in range(100)]},
+    {"extra_ids": 3, "additional_special_tokens": ["<extra_id_0>", "<sep>", "▁"]},
+    {"extra_ids": 0, "additional_special_tokens": ["<sep>", "<cls>"]},
+], ids=["t5_sentinels_listed", "new_and_existing", "no_sentinels"])
+def test_sentencepiece_tokenizer_config_as_transformers(sentencepiece_dirs, tmp_path, config):
+    """tokenizer_config.json's sentinel count and additional special tokens (new ones get
+    ids after the sentinels; one the model has becomes special; listing one sentinel
+    leaves the others plain pieces, as transformers does)."""
+    transformers = pytest.importorskip("transformers")
+    (tmp_path / "spiece.model").write_bytes(
+        (sentencepiece_dirs["t5"] / "spiece.model").read_bytes())
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
+    texts = SAMPLES + ["a <sep> b<cls>c <extra_id_0> ▁ d"]
+    assert_same_as_transformers(Tokenizer.from_dir(tmp_path),
+                                transformers.T5Tokenizer.from_pretrained(tmp_path), texts)
+
+
 def test_sentinels_appended_as_transformers_numbers_them(sentencepiece_dirs):
     ours = Tokenizer.from_dir(sentencepiece_dirs["t5"])
     pieces = ours.vocabulary_size - 100
@@ -412,6 +430,39 @@ def test_t5_from_huggingface_reads_spiece_model_and_generates_from_strings(
         expected.append(reference_tokenizer.decode(out[0, 1:], skip_special_tokens=True))
     assert ours == expected
     assert all(isinstance(text, str) for text in ours) and any(text for text in ours)
+
+
+def test_bart_from_huggingface_reads_vocab_and_merges_and_generates_from_strings(
+        bart_dir, tmp_path):
+    """A BART checkpoint directory with vocab.json + merges.txt beside the weights: strings
+    are encoded as <s> ... </s> and decoded as transformers' tokenizer and generate() do."""
+    transformers = pytest.importorskip("transformers")
+    torch = pytest.importorskip("torch")
+    from keras_bigmodels.models.bart import BartSeq2SeqLM
+
+    reference_tokenizer = transformers.BartTokenizer.from_pretrained(bart_dir)
+    config = transformers.BartConfig(
+        vocab_size=len(reference_tokenizer), d_model=32, encoder_layers=2, decoder_layers=2,
+        encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64,
+        decoder_ffn_dim=64, max_position_embeddings=64, init_std=1.0)
+    torch.manual_seed(2)
+    reference = transformers.BartForConditionalGeneration(config).eval()
+    reference.save_pretrained(tmp_path)
+    for name in ("vocab.json", "merges.txt"):
+        (tmp_path / name).write_text((bart_dir / name).read_text())
+    lm = BartSeq2SeqLM.from_huggingface(tmp_path)
+    prompts = ["The <mask> walks in the park.", "机器学习 is fun, 42 times!"]
+    expected = []
+    for prompt in prompts:
+        with torch.no_grad():
+            out = reference.generate(
+                torch.tensor([reference_tokenizer.encode(prompt)]), max_new_tokens=8,
+                do_sample=False, num_beams=1, eos_token_id=2, pad_token_id=1,
+                forced_eos_token_id=None, forced_bos_token_id=None, no_repeat_ngram_size=0,
+                min_length=0)
+        expected.append(reference_tokenizer.decode(out[0, 1:], skip_special_tokens=True))
+    assert lm.generate(prompts, max_new_tokens=8) == expected
+    assert any(expected)
 
 
 def test_missing_sentencepiece_names_the_extra(sentencepiece_dirs, monkeypatch):
