@@ -148,10 +148,17 @@ def linear_cross_entropy(hidden, table, targets, sample_weight=None, chunk_size=
 
     # custom_gradient differentiates every positional input, so the bias is one only
     # when given.
-    if bias is None:
-        return ops.custom_gradient(loss_and_gradients)(h, ops.convert_to_tensor(table))
-    return ops.custom_gradient(loss_and_gradients)(h, ops.convert_to_tensor(table),
-                                                   ops.convert_to_tensor(bias))
+    inputs = (h, table) if bias is None else (h, table, bias)
+    return ops.custom_gradient(loss_and_gradients)(*(_read(x) for x in inputs))
+
+
+def _read(value):
+    """A tensor of `value`: on TensorFlow `convert_to_tensor` hands a Keras variable
+    back as a variable, which eager `tf.custom_gradient` refuses to differentiate."""
+    value = ops.convert_to_tensor(value)
+    if isinstance(value, keras.Variable):
+        value = ops.cast(value, value.dtype)
+    return value
 
 
 @keras.saving.register_keras_serializable(package="keras_bigmodels")

@@ -17,7 +17,8 @@ class FusedOutputLoss:
     `linear_cross_entropy`, so the step never materializes the logits.
 
     The subclass provides `fused_loss_hidden(inputs, training)` (the hidden states the
-    output layer reads) and `fused_loss_table()` (the [vocabulary, hidden] table), and
+    output layer reads) and `fused_loss_table()` (the [vocabulary, hidden] table), may
+    override `fused_loss_bias()` (a [vocabulary] output bias, None by default), and
     calls `configure_fused_loss(fused_loss, loss, metrics, weighted_metrics)` from
     `compile`. It applies only when the compiled loss is `SparseCrossEntropy` and no
     compiled metric needs the logits; `fused_loss="auto"` also limits it to JAX and
@@ -43,6 +44,10 @@ class FusedOutputLoss:
             usable = usable and backend.supports_fused_output_loss()
         self._fused_loss = bool(usable) and fused_loss is not False
 
+    def fused_loss_bias(self):
+        """The [vocabulary] bias the output layer adds to its logits; None if it has none."""
+        return None
+
     def train_step(self, *args, **kwargs):
         self._fusing = self._fused_loss
         try:
@@ -58,7 +63,8 @@ class FusedOutputLoss:
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         if not (training and self._fusing):
             return super().compute_loss(x, y, y_pred, sample_weight, training=training)
-        total = linear_cross_entropy(y_pred, self.fused_loss_table(), y, sample_weight)
+        total = linear_cross_entropy(y_pred, self.fused_loss_table(), y, sample_weight,
+                                     bias=self.fused_loss_bias())
         reduction = self.loss.reduction
         if reduction == "sum":
             loss = total

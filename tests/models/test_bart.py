@@ -301,3 +301,46 @@ def test_bart_model_directory_with_fewer_decoder_layers(tmp_path):
             decoder_attention_mask=torch.tensor(inputs["decoder_padding_mask"]),
         ).last_hidden_state.numpy()
     assert_close(backbone(inputs)["decoder_sequence_output"], expected, atol=1e-4)
+
+
+def test_fused_output_loss_trains_exactly_like_the_logits_loss():
+    """One SGD step through the fused output layer (shared table + final_logits_bias in
+    `linear_cross_entropy`, forced on every backend) gives the logits path's loss and
+    updated weights, i.e. the same gradients; a nonzero bias makes its omission show."""
+    from keras_bigmodels.models.bart import BartSeq2SeqLM
+
+    x = _inputs(batch=4, source=11, target=7, seed=3)
+    rng = np.random.default_rng(4)
+    y = rng.integers(3, VOCAB, (4, 7)).astype("int32")
+    weights = x["decoder_padding_mask"].astype("float32")
+    bias = (rng.normal(size=(VOCAB,)) * 3).astype("float32")
+    models, losses = [], []
+    for fused in (True, False):
+        keras.utils.set_random_seed(0)
+        lm = BartSeq2SeqLM(BartBackbone(**TINY, dropout=0.0))
+        lm.backbone.final_logits_bias.bias.assign(bias)
+        lm.compile(optimizer=keras.optimizers.SGD(0.5), fused_loss=fused)
+        assert lm._fused_loss == fused
+        history = lm.fit(x, y, sample_weight=weights, batch_size=4, epochs=1, verbose=0,
+                         shuffle=False)
+        models.append(lm)
+        losses.append(history.history["loss"][0])
+    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
+    for a, b in zip(models[0].weights, models[1].weights):
+        np.testing.assert_allclose(to_numpy(a), to_numpy(b), atol=2e-5, rtol=1e-4)
+    table = to_numpy(models[0].backbone.token_embedding.embeddings)
+    keras.utils.set_random_seed(0)
+    initial = to_numpy(BartSeq2SeqLM(BartBackbone(**TINY, dropout=0.0))
+                       .backbone.token_embedding.embeddings)
+    assert np.abs(table - initial).max() > 1e-4  # the step moved the output table
+    # The bias is a non-trainable buffer, as in transformers: the step leaves it alone.
+    np.testing.assert_array_equal(to_numpy(models[0].backbone.final_logits_bias.bias), bias)
+    # Without the bias the fused loss would differ: the test sees a dropped bias.
+    from keras_bigmodels.losses import linear_cross_entropy
+
+    hidden = models[1].backbone(x)["decoder_sequence_output"]
+    table_now = models[1].backbone.token_embedding.embeddings
+    with_bias = linear_cross_entropy(hidden, table_now, y, weights,
+                                     bias=models[1].backbone.final_logits_bias.bias)
+    without = linear_cross_entropy(hidden, table_now, y, weights)
+    assert abs(float(to_numpy(with_bias)) - float(to_numpy(without))) > 1e-2
