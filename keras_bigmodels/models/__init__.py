@@ -17,3 +17,4 @@ from keras_bigmodels.models.clip import (CLIPBackbone, CLIPContrastiveTask,  # n
 from keras_bigmodels.models.diffusion import (AutoencoderKL, UNet2D,  # noqa: F401
                                               UNet2DCondition)
 from keras_bigmodels.models.diffusion import DiffusionModel, DiT  # noqa: F401
+from keras_bigmodels.models.univl import UniVLBackbone, UniVLPretrainer  # noqa: F401
