@@ -139,6 +139,10 @@ class DiffusionModel(Task):
         if out_channels is not None and out_channels != channels:
             raise ValueError(f"`image_shape` has {channels} channels; the denoiser predicts "
                              f"out_channels={out_channels}.")
+        size = getattr(denoiser, "image_size", None)
+        if size is not None and tuple(size) != (height, width):
+            raise ValueError(f"`image_shape` is {height}x{width}; the denoiser takes "
+                             f"image_size={tuple(size)}.")
         factor = getattr(denoiser, "downsampling_factor", None)
         if factor and (height % factor or width % factor):
             raise ValueError(f"`image_shape` {height}x{width} is not divisible by the "
