@@ -61,6 +61,9 @@ RULES = (
     (r".*relative_position_bias_table", ("relative_position", "heads")),
     # T5's bucketed relative-position tables [buckets, heads] (`RelativePositionBias`).
     (r".*relative_position_bias/embeddings", ("relative_position", "heads")),
+    # CLIP's bias-free projections into the joint space [tower width, projection]: split
+    # the joint width, like a token table's.
+    (r".*(image|text)_projection/kernel", ("embed", "table_embed")),
 )
 
 # Logical axis -> mesh axis. Megatron splits heads and the MLP width; the residual width

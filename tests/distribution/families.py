@@ -58,6 +58,18 @@ TINY_BACKBONES = {
     "BartBackbone": (dict(vocabulary_size=101, num_layers=1, num_heads=8, hidden_dim=32,
                           intermediate_dim=64, max_sequence_length=16, dropout=0.0),
                      lambda batch=8, seed=0: seq2seq_inputs(101, batch, 8, seed)),
+    "CLIPBackbone": (dict(image_size=16, patch_size=4, vision_num_layers=1, vision_num_heads=8,
+                          vision_hidden_dim=32, vision_intermediate_dim=64, vocabulary_size=101,
+                          max_sequence_length=16, text_num_layers=1, text_num_heads=8,
+                          text_hidden_dim=32, text_intermediate_dim=64, projection_dim=32),
+                     lambda batch=8, seed=0: {"images": images(16, batch, 3, seed),
+                                              "token_ids": token_ids(101, batch, 8, seed)}),
+    "CLIPTextEncoder": (dict(vocabulary_size=101, max_sequence_length=16, num_layers=1,
+                             num_heads=8, hidden_dim=32, intermediate_dim=64),
+                        lambda batch=8, seed=0: token_ids(101, batch, 8, seed)),
+    "CLIPVisionEncoder": (dict(image_size=16, patch_size=4, num_layers=1, num_heads=8,
+                               hidden_dim=32, intermediate_dim=64),
+                          lambda batch=8, seed=0: images(16, batch, 3, seed)),
 }
 
 
