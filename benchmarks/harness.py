@@ -234,6 +234,197 @@ def set_torch_threads(threads):
 
 
 # --------------------------------------------------------------------------------------
+# Encoder-decoder helpers shared by bench_t5.py and bench_bart.py: the same batches,
+# prompts, steps and FLOP count for every contender, whatever the family.
+
+def generation_name(job):
+    """The measure name of a generation job: "generate_b8_n32" or "beam4_b1_n32" (render.py
+    reads the batch and token count back from it).
+
+    Example:
+    >>> generation_name({"batch": 1, "new_tokens": 32, "beams": 4})
+    'beam4_b1_n32'
+    """
+    if job.get("beams"):
+        return f"beam{job['beams']}_b{job['batch']}_n{job['new_tokens']}"
+    return f"generate_b{job['batch']}_n{job['new_tokens']}"
+
+
+def generation_jobs(batches, beam_batches, num_beams, new_tokens, prompt_length):
+    """Greedy jobs at `batches`, then beam jobs (`num_beams` beams) at `beam_batches`."""
+    jobs = [dict(batch=b, new_tokens=new_tokens, prompt_length=prompt_length) for b in batches]
+    if num_beams:
+        jobs += [dict(batch=b, new_tokens=new_tokens, prompt_length=prompt_length,
+                      beams=num_beams) for b in beam_batches]
+    return jobs
+
+
+# Ids below this are left out of random data: every family's special ids (T5 0-1, BART
+# 0-3) stay out of inputs and labels, so no side treats a token as padding or a stop.
+FIRST_ORDINARY_ID = 4
+
+
+def seq2seq_batch(vocabulary_size, batch, source, target, start_id):
+    """A teacher-forced batch without padding: encoder ids [batch, source], decoder inputs
+    (labels shifted right behind `start_id`) and labels [batch, target], numpy int32."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    encoder = rng.integers(FIRST_ORDINARY_ID, vocabulary_size, (batch, source)).astype("int32")
+    labels = rng.integers(FIRST_ORDINARY_ID, vocabulary_size, (batch, target)).astype("int32")
+    decoder = np.concatenate([np.full((batch, 1), start_id, "int32"), labels[:, :-1]], axis=1)
+    return encoder, decoder, labels
+
+
+def seq2seq_prompts(vocabulary_size, job):
+    """Encoder inputs of a generation job: [batch, prompt_length] ids, numpy int32."""
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    return rng.integers(FIRST_ORDINARY_ID, vocabulary_size,
+                        (job["batch"], job["prompt_length"])).astype("int32")
+
+
+def seq2seq_training_flops(vocabulary_size, hidden_dim, intermediate_dim, num_heads,
+                           head_dim, encoder_layers, decoder_layers, source, target):
+    """Model FLOPs of one training example (forward + backward = 3 x forward): every
+    matmul (projections on the tokens they read: cross-attention keys/values on the source,
+    the output layer on the target) plus the attention scores and their products, masked
+    entries included (as 12LHQT counts them). Norms, softmax and lookups are left out."""
+    inner = num_heads * head_dim
+    d, f = hidden_dim, intermediate_dim
+    encoder = encoder_layers * (source * (4 * d * inner + 2 * d * f)
+                                + 2 * source * source * inner)
+    decoder = decoder_layers * (target * (6 * d * inner + 2 * d * f) + source * 2 * d * inner
+                                + 2 * target * target * inner + 2 * target * source * inner)
+    output = target * vocabulary_size * d
+    return 3 * 2 * (encoder + decoder + output)
+
+
+def add_seq2seq_arguments(parser, new_tokens=32, prompt_length=128):
+    """The generation options of an encoder-decoder bench script."""
+    parser.add_argument("--contenders", nargs="+", default=["ours", "keras_hub", "transformers"],
+                        choices=["ours", "keras_hub", "transformers"])
+    parser.add_argument("--new-tokens", type=int, default=new_tokens)
+    parser.add_argument("--prompt-length", type=int, default=prompt_length,
+                        help="encoder input length of the generation timings")
+    parser.add_argument("--generate-batches", type=int, nargs="*", default=[1, 8],
+                        help="batch sizes of the greedy generation timings (none: skip)")
+    parser.add_argument("--beam-batches", type=int, nargs="*", default=[1, 8],
+                        help="batch sizes of the beam-search timings (none: skip)")
+    parser.add_argument("--num-beams", type=int, default=4, help="beams (0: skip beam search)")
+    parser.add_argument("--no-train", action="store_true", help="generation timings only")
+    return parser
+
+
+def seq2seq_measures_ours(lm, batch, source, target, train, generate):
+    """{measure: Measure} of a keras_bigmodels `Seq2SeqLM` (compiled by the caller)."""
+    encoder, decoder, labels = seq2seq_batch(lm.backbone.vocabulary_size, batch, source,
+                                             target, lm.decoder_start_token_id)
+    measures = {}
+    if train:
+        import numpy as np
+
+        x = {"encoder_token_ids": encoder, "encoder_padding_mask": np.ones_like(encoder),
+             "decoder_token_ids": decoder, "decoder_padding_mask": np.ones_like(decoder)}
+        measures["train"] = Measure(keras_train_step(lm, x, labels), batch * (source + target))
+    for job in generate:
+        prompts = seq2seq_prompts(lm.backbone.vocabulary_size, job)
+        options = dict(sampler="beam", num_beams=job["beams"]) if job.get("beams") else {}
+
+        def step(prompts=prompts, job=job, options=options):
+            lm.generate(prompts, max_new_tokens=job["new_tokens"], stop_token_ids=None,
+                        **options)
+        measures[generation_name(job)] = Measure(step, job["batch"] * job["new_tokens"])
+    return measures
+
+
+def seq2seq_measures_keras_hub(lm, compile_with, start_id, batch, source, target, train,
+                               generate):
+    """{measure: Measure} of a keras-hub `Seq2SeqLM` built with `preprocessor=None`.
+
+    `compile_with(sampler)` compiles it (no metrics); keras-hub takes the sampler at
+    compile time, so a beam job recompiles outside the timed steps (in its warm-up).
+    """
+    import numpy as np
+
+    vocabulary_size = lm.backbone.vocabulary_size
+    state = {"sampler": "greedy"}
+    compile_with("greedy")
+    encoder, decoder, labels = seq2seq_batch(vocabulary_size, batch, source, target, start_id)
+    measures = {}
+    if train:
+        x = {"encoder_token_ids": encoder, "encoder_padding_mask": np.ones_like(encoder, bool),
+             "decoder_token_ids": decoder, "decoder_padding_mask": np.ones_like(decoder, bool)}
+        measures["train"] = Measure(keras_train_step(lm, x, labels), batch * (source + target))
+    samplers = {}
+    for job in generate:
+        prompts = seq2seq_prompts(vocabulary_size, job)
+        # keras-hub decodes up to the length of its decoder input: the start id, then empty
+        # slots for the new tokens.
+        ids = np.zeros((job["batch"], 1 + job["new_tokens"]), "int32")
+        ids[:, 0] = start_id
+        mask = np.zeros(ids.shape, bool)
+        mask[:, 0] = True
+        inputs = {"encoder_token_ids": prompts,
+                  "encoder_padding_mask": np.ones_like(prompts, bool),
+                  "decoder_token_ids": ids, "decoder_padding_mask": mask}
+        beams = job.get("beams")
+        if beams and beams not in samplers:
+            import keras_hub
+
+            samplers[beams] = keras_hub.samplers.BeamSampler(num_beams=beams)
+
+        def step(inputs=inputs, beams=beams):
+            wanted = samplers[beams] if beams else "greedy"
+            if state["sampler"] != wanted:
+                compile_with(wanted)
+                state["sampler"] = wanted
+            lm.generate(inputs, stop_token_ids=None)
+        measures[generation_name(job)] = Measure(step, job["batch"] * job["new_tokens"])
+    return measures
+
+
+def seq2seq_measures_transformers(model, optimizer, start_id, vocabulary_size, batch, source,
+                                  target, train, generate):
+    """{measure: Measure} of a transformers encoder-decoder (`...ForConditionalGeneration`):
+    training computes the logits and a mean cross-entropy over every label; generation
+    writes exactly `new_tokens` tokens (min = max, no early stop)."""
+    import torch
+
+    measures = {}
+    if train:
+        encoder, decoder, labels = (torch.tensor(a, dtype=torch.long) for a in seq2seq_batch(
+            vocabulary_size, batch, source, target, start_id))
+
+        def train_step():
+            model.train()
+            logits = model(input_ids=encoder, attention_mask=torch.ones_like(encoder),
+                           decoder_input_ids=decoder,
+                           decoder_attention_mask=torch.ones_like(decoder)).logits
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                                     labels.reshape(-1))
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        measures["train"] = Measure(train_step, batch * (source + target))
+    for job in generate:
+        prompts = torch.tensor(seq2seq_prompts(vocabulary_size, job), dtype=torch.long)
+        options = (dict(num_beams=job["beams"], early_stopping=False) if job.get("beams")
+                   else dict(num_beams=1))
+
+        def step(prompts=prompts, job=job, options=options):
+            model.eval()
+            with torch.no_grad():
+                model.generate(prompts, attention_mask=torch.ones_like(prompts),
+                               max_new_tokens=job["new_tokens"],
+                               min_new_tokens=job["new_tokens"], do_sample=False,
+                               decoder_start_token_id=start_id, **options)
+        measures[generation_name(job)] = Measure(step, job["batch"] * job["new_tokens"])
+    return measures
+
+
+# --------------------------------------------------------------------------------------
 # Worker side.
 
 def _worker_main():

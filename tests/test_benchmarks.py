@@ -60,3 +60,31 @@ def test_every_contender_gets_the_same_settings(harness, monkeypatch):
 
 def test_summary_is_median_min_max(harness):
     assert harness.summarize([3.0, 1.0, 2.0]) == {"median": 2.0, "min": 1.0, "max": 3.0}
+
+
+def test_seq2seq_helpers_give_every_contender_the_same_work(harness, render):
+    encoder, decoder, labels = harness.seq2seq_batch(100, 2, 5, 3, start_id=2)
+    assert encoder.shape == (2, 5) and decoder.shape == labels.shape == (2, 3)
+    # Teacher forcing: the decoder reads the labels shifted right behind the start id.
+    assert (decoder[:, 0] == 2).all() and (decoder[:, 1:] == labels[:, :-1]).all()
+    # No special id (pad, start, end of any family) inside the data.
+    assert min(encoder.min(), labels.min()) >= harness.FIRST_ORDINARY_ID
+    again = harness.seq2seq_batch(100, 2, 5, 3, start_id=2)
+    assert all((a == b).all() for a, b in zip(again, (encoder, decoder, labels)))
+    job = {"batch": 8, "new_tokens": 32, "prompt_length": 16, "beams": 4}
+    assert harness.seq2seq_prompts(100, job).shape == (8, 16)
+    assert render.measure_title(harness.generation_name(job)) == "beam-4 b=8 32 tok"
+    jobs = harness.generation_jobs([1, 8], [1], 4, 32, 16)
+    assert [harness.generation_name(j) for j in jobs] == [
+        "generate_b1_n32", "generate_b8_n32", "beam4_b1_n32"]
+
+
+def test_seq2seq_training_flops_count_each_matmul_on_its_tokens(harness):
+    # 1 + 1 layers, d 2, d_ff 3, one head of 2, vocabulary 10, 1 source and 1 target token:
+    # encoder q/k/v/o 16 + feed-forward 12 + scores 4; decoder self q/k/v/o and cross q/o
+    # 24 + feed-forward 12 + cross k/v on the source 8 + scores 4 + 4; output 20; x2 x3.
+    assert harness.seq2seq_training_flops(10, 2, 3, 1, 2, 1, 1, 1, 1) == 6 * (32 + 52 + 20)
+    # The output layer reads the target only; the encoder's projections the source only.
+    base = harness.seq2seq_training_flops(10, 2, 3, 1, 2, 1, 1, 1, 1)
+    assert harness.seq2seq_training_flops(20, 2, 3, 1, 2, 1, 1, 1, 1) - base == 6 * 20
+    assert harness.seq2seq_training_flops(10, 2, 3, 1, 2, 0, 1, 1, 1) == 6 * (52 + 20)

@@ -1,0 +1,149 @@
+"""T5 training and generation speed: keras_bigmodels vs keras-hub vs transformers.
+
+Reference config (T5 v1.0 layout, random init): 4 encoder + 4 decoder layers, d_model 256,
+4 heads of 64, d_ff 1024, ReLU feed-forward (not gated), tied embeddings (decoder output
+scaled by d_model**-0.5), 32 relative-position buckets, vocabulary 8192; training batch 16
+of 128 encoder tokens and 32 target tokens, teacher-forced, no padding; dropout off
+everywhere; AdamW(1e-4, weight decay 0.004) everywhere, no clipping; no compiled metrics on
+any side (keras-hub's default compile adds an accuracy over the logits; it is recompiled
+without). Generation: encoder inputs of 128 tokens, 32 new tokens, no early stop, greedy at
+batch 1 and 8 and beam search (4 beams) at batch 1 and 8.
+
+    python benchmarks/bench_t5.py --backend jax --tuning ours      # or tensorflow / torch
+    python benchmarks/bench_t5.py --backend torch --rounds 3 --steps 2 --warmup 1
+    python benchmarks/bench_t5.py --backend jax --contenders ours --baseline-ref HEAD~1
+
+Every contender runs in its own process through `harness.py` (alternating rounds, medians
+with min-max, JSON with commit, machine and load); the batches, prompts and steps are the
+harness's seq2seq helpers, shared with bench_bart.py. Training tokens are encoder plus
+target tokens (16 x (128 + 32) a step); MFU uses `harness.seq2seq_training_flops`.
+Writes benchmarks/results/t5_<backend>_<tuning>.json.
+"""
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+
+CONFIG = dict(vocabulary_size=8192, num_layers=4, num_heads=4, hidden_dim=256,
+              intermediate_dim=1024, key_dim=64)
+BATCH, SOURCE, TARGET = 16, 128, 32
+LEARNING_RATE, WEIGHT_DECAY = 1e-4, 0.004
+START_ID = 0  # T5's decoder start id (the pad id)
+LABELS = {"ours": "keras_bigmodels", "keras_hub": "keras-hub T5Seq2SeqLM",
+          "transformers": "transformers T5ForConditionalGeneration"}
+
+
+def flops_per_token(config, source, target):
+    """Training FLOPs per (encoder + target) token of the reference step."""
+    return harness.seq2seq_training_flops(
+        config["vocabulary_size"], config["hidden_dim"], config["intermediate_dim"],
+        config["num_heads"], config["key_dim"], config["num_layers"], config["num_layers"],
+        source, target) / (source + target)
+
+
+# ------------------------------------------------------------------------------------
+# Setup functions: run inside the contenders' own processes (see harness.py).
+
+def setup_ours(config, batch, source, target, train=True, generate=()):
+    import keras
+    import keras_bigmodels as kbm
+
+    lm = kbm.models.T5Seq2SeqLM(kbm.models.T5Backbone(
+        **config, activation="relu", gated=False, tie_embeddings=True, dropout=0.0))
+    lm.compile(optimizer=keras.optimizers.AdamW(LEARNING_RATE, weight_decay=WEIGHT_DECAY),
+               metrics=[])
+    measures = harness.seq2seq_measures_ours(lm, batch, source, target, train, generate)
+    return measures, {"parameters": lm.count_params(),
+                      "fused_loss": bool(getattr(lm, "_fused_loss", False))}
+
+
+def setup_keras_hub(config, batch, source, target, train=True, generate=()):
+    import keras
+    import keras_hub
+
+    backbone = keras_hub.models.T5Backbone(
+        vocabulary_size=config["vocabulary_size"], num_layers=config["num_layers"],
+        num_heads=config["num_heads"], hidden_dim=config["hidden_dim"],
+        intermediate_dim=config["intermediate_dim"], key_value_dim=config["key_dim"],
+        dropout=0.0, activation="relu", use_gated_activation=False,
+        tie_embedding_weights=True)
+    lm = keras_hub.models.T5Seq2SeqLM(backbone=backbone, preprocessor=None)
+
+    def compile_with(sampler):
+        lm.compile(optimizer=keras.optimizers.AdamW(LEARNING_RATE, weight_decay=WEIGHT_DECAY),
+                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                   weighted_metrics=[], sampler=sampler)
+
+    measures = harness.seq2seq_measures_keras_hub(lm, compile_with, START_ID, batch, source,
+                                                  target, train, generate)
+    return measures, {"parameters": lm.count_params()}
+
+
+def setup_transformers(config, batch, source, target, train=True, generate=()):
+    import torch
+    import transformers
+
+    t5_config = transformers.T5Config(
+        vocab_size=config["vocabulary_size"], d_model=config["hidden_dim"],
+        d_kv=config["key_dim"], d_ff=config["intermediate_dim"],
+        num_layers=config["num_layers"], num_decoder_layers=config["num_layers"],
+        num_heads=config["num_heads"], dropout_rate=0.0, feed_forward_proj="relu",
+        tie_word_embeddings=True, decoder_start_token_id=START_ID, pad_token_id=0,
+        eos_token_id=1)
+    model = transformers.T5ForConditionalGeneration(t5_config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE,
+                                  weight_decay=WEIGHT_DECAY)
+    measures = harness.seq2seq_measures_transformers(
+        model, optimizer, START_ID, config["vocabulary_size"], batch, source, target, train,
+        generate)
+    return measures, {"parameters": sum(p.numel() for p in model.parameters())}
+
+
+SETUPS = {"ours": "setup_ours", "keras_hub": "setup_keras_hub",
+          "transformers": "setup_transformers"}
+
+
+def contenders(names, backend, **kwargs):
+    return [harness.Contender(name, "bench_t5", SETUPS[name], library=name,
+                              framework="torch" if name == "transformers" else backend,
+                              kwargs=kwargs, label=LABELS[name]) for name in names]
+
+
+# ------------------------------------------------------------------------------------
+# Driver.
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    harness.add_arguments(parser)
+    harness.add_seq2seq_arguments(parser, new_tokens=TARGET, prompt_length=SOURCE)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    generate = harness.generation_jobs(args.generate_batches, args.beam_batches,
+                                       args.num_beams, args.new_tokens, args.prompt_length)
+    kwargs = dict(config=dict(CONFIG), batch=BATCH, source=SOURCE, target=TARGET,
+                  train=not args.no_train, generate=generate)
+    notes = [
+        "Same work per training step on every side: encoder 16 x 128 and decoder 16 x 32 "
+        "tokens, cross-entropy over the full vocabulary at all 512 target positions, mean "
+        "(ours fuses the output layer and the loss on jax/torch; the FLOPs are the same), "
+        "no compiled metrics, AdamW(1e-4, weight decay 0.004), no gradient clipping.",
+        "Training tokens/s count encoder plus target tokens. Generation tokens/s count new "
+        "tokens; every side writes exactly the requested number (transformers with "
+        "min_new_tokens = max_new_tokens, ours and keras-hub with no stop token).",
+        "transformers is plain PyTorch eager whatever the Keras backend.",
+    ]
+    return harness.run("t5", contenders(args.contenders, args.backend, **kwargs), args,
+                       config=kwargs, notes=notes,
+                       flops_per_unit={"train": flops_per_token(CONFIG, SOURCE, TARGET)},
+                       measure_order=["train"] + [harness.generation_name(j)
+                                                  for j in generate])
+
+
+if __name__ == "__main__":
+    main()
