@@ -5,7 +5,7 @@ numerics of the corresponding diffusers module, so that `models/diffusion/huggin
 loads diffusers checkpoints with a name table only:
 
 - `timestep_embedding` / `Timesteps` / `TimestepEmbedding`: diffusers' sinusoidal
-  `get_timestep_embedding` and its two-layer MLP;
+  `get_timestep_embedding` and its two-layer MLP (a `FeedForward`);
 - `ResnetBlock2D`: group norm, SiLU, 3x3 conv, plus a projection of the time embedding;
 - `Downsample2D` / `Upsample2D`: strided 3x3 conv (or average pool) / nearest 2x + conv;
 - `ProjectedAttention`: multi-head attention with diffusers' bias switches;
@@ -120,8 +120,8 @@ class Timesteps(keras.layers.Layer):
 class TimestepEmbedding(keras.layers.Layer):
     """The timestep MLP: Dense(dim) -> SiLU -> Dense(dim) (diffusers' `TimestepEmbedding`).
 
-    Its Dense layers are named `intermediate` and `output` so that the rule table shards
-    them like a feed-forward.
+    It is a `FeedForward` named `feedforward` (layers `intermediate` and `output`), so the
+    rule table shards it as one.
 
     Args:
         dim: the width of the time embedding (4x the first UNet level's channels).
@@ -137,16 +137,14 @@ class TimestepEmbedding(keras.layers.Layer):
         check_positive_int("dim", dim)
         self.dim = dim
         self.activation = activation
-        self._activation_fn = get_activation(activation)
-        self.intermediate = keras.layers.Dense(dim, name="intermediate", dtype=self.dtype_policy)
-        self.output_dense = keras.layers.Dense(dim, name="output", dtype=self.dtype_policy)
+        self.feedforward = FeedForward(dim, activation=activation, output_dim=dim,
+                                       name="feedforward", dtype=self.dtype_policy)
 
     def build(self, input_shape):
-        self.intermediate.build(input_shape)
-        self.output_dense.build((input_shape[0], self.dim))
+        self.feedforward.build(input_shape)
 
     def call(self, inputs):
-        return self.output_dense(self._activation_fn(self.intermediate(inputs)))
+        return self.feedforward(inputs)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.dim)

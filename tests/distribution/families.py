@@ -58,6 +58,17 @@ TINY_BACKBONES = {
     "BartBackbone": (dict(vocabulary_size=101, num_layers=1, num_heads=8, hidden_dim=32,
                           intermediate_dim=64, max_sequence_length=16, dropout=0.0),
                      lambda batch=8, seed=0: seq2seq_inputs(101, batch, 8, seed)),
+    # Diffusion denoisers: [images, timesteps(, text states)]; 8 heads at every level.
+    "UNet2D": (dict(block_out_channels=(32, 64), attention_levels=(False, True),
+                    layers_per_block=1, attention_head_dim=8, norm_num_groups=8),
+               lambda batch=8, seed=0: [images(8, batch, 3, seed),
+                                        np.arange(batch, dtype="int32") * 100]),
+    "UNet2DCondition": (dict(block_out_channels=(32, 64), cross_attention_levels=(True, True),
+                             layers_per_block=1, num_heads=8, cross_attention_dim=16,
+                             norm_num_groups=8),
+                        lambda batch=8, seed=0: [
+                            images(8, batch, 4, seed), np.arange(batch, dtype="int32") * 100,
+                            np.random.RandomState(seed).rand(batch, 4, 16).astype("float32")]),
     "CLIPBackbone": (dict(image_size=16, patch_size=4, vision_num_layers=1, vision_num_heads=8,
                           vision_hidden_dim=32, vision_intermediate_dim=64, vocabulary_size=101,
                           max_sequence_length=16, text_num_layers=1, text_num_heads=8,

@@ -281,8 +281,9 @@ def _level(loader, block, name):
 
 def _unet_weights(loader, model):
     conv(loader, model.input_conv, "conv_in")
-    dense(loader, model.time_embedding.intermediate, "time_embedding.linear_1")
-    dense(loader, model.time_embedding.output_dense, "time_embedding.linear_2")
+    time_mlp = model.time_embedding.feedforward
+    dense(loader, time_mlp.intermediate, "time_embedding.linear_1")
+    dense(loader, time_mlp.output_dense, "time_embedding.linear_2")
     if getattr(model, "class_embedding", None) is not None:
         embedding(loader, model.class_embedding, "class_embedding")
     for index, block in enumerate(model.down_blocks):

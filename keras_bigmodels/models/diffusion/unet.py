@@ -74,8 +74,12 @@ def _timesteps(timesteps, batch):
     return timesteps
 
 
-class _UNetBase(Backbone):
-    """What both UNets share: time embedding, levels, skips, the output head."""
+class _UNetLevels:
+    """What both UNets share: levels, skips, the output head, `from_diffusers`.
+
+    A mixin rather than a `Backbone` subclass, so that only the two networks (not this
+    helper) are backbones for the registry and the sharding tests.
+    """
 
 
     @classmethod
@@ -174,7 +178,7 @@ class _UNetBase(Backbone):
 
 
 @keras.saving.register_keras_serializable(package="keras_bigmodels")
-class UNet2D(_UNetBase):
+class UNet2D(_UNetLevels, Backbone):
     """diffusers' `UNet2DModel`: a DDPM UNet with optional class conditioning (channels_last).
 
     Levels of `layers_per_block` residual blocks (group norm, time embedding added),
@@ -317,7 +321,7 @@ class UNet2D(_UNetBase):
 
 
 @keras.saving.register_keras_serializable(package="keras_bigmodels")
-class UNet2DCondition(_UNetBase):
+class UNet2DCondition(_UNetLevels, Backbone):
     """diffusers' `UNet2DConditionModel` in Stable Diffusion v1's layout (channels_last).
 
     Like `UNet2D`, with a spatial transformer (self-attention, cross-attention on the
