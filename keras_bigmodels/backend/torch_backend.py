@@ -47,10 +47,27 @@ class TorchOps:
         return x.t().contiguous()
 
     @staticmethod
-    def attention(q, k, v, scale, heads_first=False):
+    def attention(q, k, v, scale, heads_first=False, mask=None, bias=None,
+                  mask_value=-1e9):
+        """SDPA of q [b, t, h, d] over k/v [b, s, h, d] ([b, h, s, d] `heads_first`).
+
+        `bias` (additive logits, e.g. T5's relative positions) and the boolean `mask`
+        (True attends; masked logits get the finite `mask_value`, so a fully masked row
+        is uniform rather than NaN) become one additive `attn_mask`.
+        """
         if not heads_first:
             k, v = k.transpose(1, 2), v.transpose(1, 2)
-        out = F.scaled_dot_product_attention(q.transpose(1, 2), k, v, scale=scale)
+        additive = None
+        if bias is not None:
+            additive = bias.to(q.dtype)
+        if mask is not None:
+            # float16 cannot hold -1e9 (it would round to -inf and a masked row to NaN).
+            fill = torch.tensor(max(mask_value, torch.finfo(q.dtype).min), dtype=q.dtype,
+                                device=q.device)
+            additive = torch.where(mask, torch.zeros((), dtype=q.dtype, device=q.device)
+                                   if additive is None else additive, fill)
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), k, v, attn_mask=additive,
+                                             scale=scale)
         return out.transpose(1, 2)
 
 

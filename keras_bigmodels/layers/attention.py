@@ -300,11 +300,15 @@ class MultiHeadAttention(keras.layers.Layer):
             offset = cache_update_index
             heads_first = True
             if (in_eager_decoding() and isinstance(offset, int) and padding_mask is None
-                    and attention_mask is None and attention_bias is None):
+                    and attention_mask is None
+                    and (attention_bias is None or attention_bias.shape[-1] == max_length)):
                 # Only positions < offset + length hold keys yet: attend over that view
-                # instead of the whole buffer, and a single query needs no causal mask.
+                # instead of the whole buffer (and the same columns of a position bias
+                # over the buffer, T5's), and a single query needs no causal mask.
                 end = offset + length
                 k, v = cache[:, 0, :, :end], cache[:, 1, :, :end]
+                if attention_bias is not None:
+                    attention_bias = attention_bias[..., :end]
                 use_causal_mask = use_causal_mask and length > 1
             else:
                 k, v = cache[:, 0], cache[:, 1]
@@ -449,9 +453,12 @@ class MultiHeadAttention(keras.layers.Layer):
         scale = self.scale if self.scale is not None else 1.0 / float(self._key_dim) ** 0.5
         dropping = bool(training) and self.dropout > 0
         kernels = op_kernels()
-        if (kernels is not None and mask is None and bias is None and not return_scores
-                and not dropping and self.num_heads == self.num_key_value_heads):
-            return kernels.attention(q, k, v, scale, heads_first), None
+        if (kernels is not None and not return_scores and not dropping
+                and self.num_heads == self.num_key_value_heads):
+            # Masks and an additive bias (T5's positions, padding) go into the kernel's
+            # one additive mask, so T5 and cross-attention decode on it too.
+            return kernels.attention(q, k, v, scale, heads_first, mask=mask, bias=bias,
+                                     mask_value=MASK_VALUE), None
         if self._fused_path(training) and not return_scores:
             if heads_first:
                 k, v = ops.transpose(k, (0, 2, 1, 3)), ops.transpose(v, (0, 2, 1, 3))

@@ -171,3 +171,62 @@ def test_blockwise_causal_attention_equals_full_mask():
     assert to_numpy(scores).shape == (2, 2, 256, 256)
     np.testing.assert_allclose(to_numpy(out), to_numpy(fused(x, use_causal_mask=True)),
                                atol=1e-5)
+
+
+@pytest.mark.parametrize("prefill", [1, 3])
+def test_eager_decoding_kernel_with_position_bias_and_masks_equals_keras_call(
+        prefill, monkeypatch):
+    """T5's decode step in `eager_decoding()`: causal self-attention with an additive
+    relative position bias over the cache (scale 1.0) and cross-attention with a padding
+    mask take the torch attention kernel (the bias and masks as one additive mask), and
+    give the Keras call's numbers."""
+    from keras_bigmodels.backend.decoding import eager_decoding, own
+
+    calls = []
+    if keras.backend.backend() == "torch":
+        from keras_bigmodels.backend import torch_backend
+
+        kernel = torch_backend.TorchOps.attention
+        monkeypatch.setattr(torch_backend.TorchOps, "attention", staticmethod(
+            lambda *args, **kwargs: calls.append(kwargs) or kernel(*args, **kwargs)))
+    batch, length, max_length, heads = 2, 5, 7, 2
+    self_attention = MultiHeadAttention(num_heads=heads, key_dim=4, use_bias=False, scale=1.0)
+    cross_attention = MultiHeadAttention(num_heads=heads, key_dim=4, use_bias=False, scale=1.0)
+    position_bias = RelativePositionBias(num_heads=heads, num_buckets=8, max_distance=16,
+                                         bidirectional=False)
+    x, memory = rand(batch, length, 16), rand(batch, 6, 16)
+    memory_mask = np.ones((batch, 6), bool)
+    memory_mask[1, 3:] = False
+    position_bias.build()
+    # Large enough that a dropped or misplaced bias column shows.
+    position_bias.embeddings.assign(rand(8, heads) * 3)
+    # Reference: the whole sequence at once, no cache.
+    expected_cross = to_numpy(cross_attention(x, memory, padding_mask=memory_mask))
+    full_bias = position_bias(query_length=length, key_length=length)
+    expected_self = to_numpy(self_attention(x, use_causal_mask=True, attention_bias=full_bias))
+    results = []
+    for eager in (False, True):
+        with eager_decoding(eager):
+            cache = own(keras.ops.zeros((batch, 2, heads, max_length, 4)))
+            memory_cache = cross_attention.key_value_cache(memory)
+            self_steps, cross_steps, start = [], [], 0
+            for stop in [prefill] + list(range(prefill + 1, length + 1)):
+                bias = position_bias(query_length=stop - start, key_length=max_length,
+                                     query_offset=start)
+                out, cache = self_attention(x[:, start:stop], cache=cache,
+                                            cache_update_index=start, use_causal_mask=True,
+                                            attention_bias=bias)
+                self_steps.append(to_numpy(out))
+                out, _ = cross_attention(x[:, start:stop], padding_mask=memory_mask,
+                                         cache=memory_cache)
+                cross_steps.append(to_numpy(out))
+                start = stop
+        results.append((np.concatenate(self_steps, 1), np.concatenate(cross_steps, 1)))
+    for got_self, got_cross in results:
+        np.testing.assert_allclose(got_self, expected_self, atol=1e-5)
+        np.testing.assert_allclose(got_cross, expected_cross, atol=1e-5)
+    if keras.backend.backend() == "torch":
+        steps = 1 + length - prefill
+        assert len(calls) == 2 * steps  # every eager step: self and cross on the kernel
+        assert sum(call["bias"] is not None for call in calls) == steps
+        assert sum(call["mask"] is not None for call in calls) == steps + (prefill > 1)
