@@ -13,14 +13,14 @@ Instead of eyeballing, the guide measures the samples with a small CNN trained o
 training digits:
 
 - class accuracy: the share of conditional samples the classifier assigns to the class
-  they were prompted with (chance: 10%), without guidance and at `--guidance-scale`;
+  they were prompted with (chance: 10%), at each of `--guidance-scales` (1: none);
 - a Frechet distance on the classifier's penultimate features (FID's formula, on a digit
   classifier instead of Inception) against held-out real digits, for each model's samples,
   next to the same distance for a trivial baseline (Gaussian noise, blurred, with the real
   digits' mean and spread) and for real training digits against the held-out ones.
 
 It writes `<output>/ddpm_digits.json` and PNG grids of samples
-(`ddpm_digits_conditional.png`: one row per class; `ddpm_digits_unconditional.png`).
+(`ddpm_digits_conditional_<scale>.png`: one row per class; `ddpm_digits_unconditional.png`).
 """
 
 import os
@@ -38,7 +38,8 @@ import guide_cli
 
 # `--tiny`: about a minute, and still enough training to beat the noise baseline's
 # Frechet distance and chance accuracy (see tests/test_guide_ddpm.py).
-TINY = dict(epochs=12, samples_per_class=10, width=16, num_steps=20, classifier_epochs=8)
+TINY = dict(epochs=12, samples_per_class=10, width=16, num_steps=20, classifier_epochs=8,
+            guidance_scales="1,2")
 
 
 def parse_args(argv=None):
@@ -62,8 +63,9 @@ def parse_args(argv=None):
     parser.add_argument("--num-train-timesteps", type=positive, default=1000,
                         help="diffusion steps T of training (cosine schedule)")
     parser.add_argument("--num-steps", type=positive, default=50, help="DDIM sampling steps")
-    parser.add_argument("--guidance-scale", type=float, default=3.0,
-                        help="classifier-free guidance of the conditional samples (>= 0)")
+    parser.add_argument("--guidance-scales", default="1,1.5,3",
+                        help="comma list of classifier-free guidance scales (>= 0) to sample "
+                        "the conditional model at; 1 is no guidance")
     parser.add_argument("--samples-per-class", type=positive, default=30,
                         help="conditional samples per digit (the unconditional model draws "
                         "as many in all)")
@@ -74,8 +76,13 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=guide_cli.non_negative_int, default=0,
                         help="initialization, training noise and sampling")
     args = guide_cli.parse(parser, argv, TINY)
-    if args.guidance_scale < 0:
-        parser.error(f"argument --guidance-scale: must be >= 0, got {args.guidance_scale}")
+    try:
+        args.guidance_scales = [float(v) for v in args.guidance_scales.split(",") if v.strip()]
+    except ValueError:
+        parser.error(f"argument --guidance-scales: numbers separated by commas, got "
+                     f"{args.guidance_scales!r}")
+    if not args.guidance_scales or min(args.guidance_scales) < 0:
+        parser.error(f"argument --guidance-scales: numbers >= 0, got {args.guidance_scales}")
     if args.num_steps > args.num_train_timesteps:
         parser.error(f"argument --num-steps: must be at most --num-train-timesteps "
                      f"({args.num_train_timesteps}), got {args.num_steps}")
@@ -222,25 +229,27 @@ def main(argv=None):
 
     conditional, results["conditional"] = train_diffusion(args, x_train, y_train, True)
     labels = np.repeat(np.arange(10), args.samples_per_class)
-    for name, scale in (("no_guidance", 1.0), ("guided", args.guidance_scale)):
+    results["conditional"]["guidance"] = []
+    figures = [os.path.join(args.output, "ddpm_digits_unconditional.png")]
+    for scale in args.guidance_scales:
         start = time.perf_counter()
         samples = conditional.generate(labels, num_steps=args.num_steps, guidance_scale=scale,
                                        seed=args.seed)
         seconds = time.perf_counter() - start
         accuracy = float(np.mean(predicted(samples) == labels))
         distance = frechet_distance(features(samples), test_features)
-        results["conditional"][name] = {"guidance_scale": scale, "class_accuracy": accuracy,
-                                        "frechet_distance": distance,
-                                        "sampling_seconds": seconds}
+        results["conditional"]["guidance"].append(
+            {"guidance_scale": scale, "class_accuracy": accuracy,
+             "frechet_distance": distance, "sampling_seconds": seconds})
         print(f"conditional, guidance {scale:g}: class accuracy {accuracy:.1%} (chance 10%), "
               f"Frechet distance {distance:.2f}")
-        if name == "guided":
-            per_class = min(args.samples_per_class, 10)
-            rows = np.concatenate([np.arange(c * args.samples_per_class,
-                                             c * args.samples_per_class + per_class)
-                                   for c in range(10)])
-            save_grid(os.path.join(args.output, "ddpm_digits_conditional.png"), samples[rows],
-                      per_class)
+        # One row per class, up to 10 samples each.
+        per_class = min(args.samples_per_class, 10)
+        rows = np.concatenate([np.arange(c * args.samples_per_class,
+                                         c * args.samples_per_class + per_class)
+                               for c in range(10)])
+        figures.append(os.path.join(args.output, f"ddpm_digits_conditional_{scale:g}.png"))
+        save_grid(figures[-1], samples[rows], per_class)
     print(f"unconditional: Frechet distance {results['unconditional']['frechet_distance']:.2f}")
 
     summary = {"command": ["guides/ddpm_digits.py", *(sys.argv[1:] if argv is None else argv)],
@@ -248,8 +257,7 @@ def main(argv=None):
                "classifier_test_accuracy": float(classifier_accuracy), "chance_accuracy": 0.1,
                "samples_per_measure": count, "frechet_baselines": baselines,
                "models": results,
-               "figures": [os.path.join(args.output, "ddpm_digits_conditional.png"),
-                           os.path.join(args.output, "ddpm_digits_unconditional.png")]}
+               "figures": figures}
     guide_cli.write_json(args.output_json or os.path.join(args.output, "ddpm_digits.json"),
                          summary)
     return summary

@@ -12,8 +12,9 @@ def test_ddpm_digits_guide_tiny_beats_the_noise_baseline(tmp_path):
     import ddpm_digits
 
     results = ddpm_digits.main(["--tiny", "--output", str(tmp_path)])
-    for name in ("ddpm_digits_conditional.png", "ddpm_digits_unconditional.png"):
-        assert os.path.isfile(tmp_path / name)
+    assert len(results["figures"]) == 1 + len(results["models"]["conditional"]["guidance"])
+    for path in results["figures"]:
+        assert os.path.isfile(path)
     with open(tmp_path / "ddpm_digits.json") as f:
         assert json.load(f)["models"].keys() == {"unconditional", "conditional"}
     assert results["classifier_test_accuracy"] > 0.5
@@ -27,8 +28,9 @@ def test_ddpm_digits_guide_tiny_beats_the_noise_baseline(tmp_path):
     # The direction the guide reports: samples are closer to real digits than blurred
     # noise with the digits' statistics is (an untrained denoiser's samples are not).
     assert models["unconditional"]["frechet_distance"] < 0.85 * noise
-    guided = models["conditional"]["guided"]
-    assert guided["frechet_distance"] < 0.85 * noise or guided["class_accuracy"] > 0.2
+    plain = models["conditional"]["guidance"][0]
+    assert plain["guidance_scale"] == 1.0
+    assert plain["frechet_distance"] < 0.85 * noise or plain["class_accuracy"] > 0.2
 
 
 def test_frechet_distance_and_baseline():
@@ -52,7 +54,8 @@ def test_ddpm_guide_arguments(capsys):
 
     assert ddpm_digits.parse_args(["--tiny", "--epochs", "3"]).epochs == 3
     for flag in (["--epochs", "0"], ["--denoiser", "resnet"], ["--image-size", "12"],
-                 ["--guidance-scale", "-1"], ["--num-steps", "2000"]):
+                 ["--guidance-scales", "1,-1"], ["--guidance-scales", "a"],
+                 ["--num-steps", "2000"]):
         with pytest.raises(SystemExit):
             ddpm_digits.parse_args(flag)
         assert flag[0] in capsys.readouterr().err
