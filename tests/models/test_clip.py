@@ -354,3 +354,24 @@ def test_data_parallel_loss_uses_the_global_batch(tmp_path):
     for a, b in zip(dp_weights[0][:-1], weights[0][:-1]):
         np.testing.assert_allclose(np.array(a), np.array(b), atol=1e-5)
     np.testing.assert_allclose(dp_weights[0][-1], weights[0][-1], atol=1e-6)
+
+
+# ------------------------------------------------------------ with CLIP's own tokenizer
+from tests.test_tokenizers import clip_dir  # noqa: E402,F401  (a vocab.json + merges.txt)
+
+
+def test_pack_texts_with_clip_bpe_equals_transformers_padding(clip_dir):  # noqa: F811
+    transformers = pytest.importorskip("transformers")
+    from keras_bigmodels.checkpoints import read_tokenizer
+
+    ours = read_tokenizer(str(clip_dir))
+    reference = transformers.CLIPTokenizer.from_pretrained(str(clip_dir))
+    texts = ["a photo of a cat", "A Photo of the number SEVEN, drawn by hand " * 3]
+    expected = reference(texts, padding="max_length", max_length=16,
+                         truncation=True)["input_ids"]
+    packed = pack_texts(texts, ours, 16, pad_token_id=ours.pad_token_id)
+    np.testing.assert_array_equal(packed, expected)
+    # Pooling at the largest id finds <|endoftext|>, CLIP's last id, in every row.
+    assert ours.token_to_id("<|endoftext|>") == ours.vocabulary_size - 1
+    assert list(np.argmax(packed, axis=1)) == [list(row).index(ours.eos_token_id)
+                                              for row in packed]
