@@ -18,3 +18,5 @@ from keras_bigmodels.models.diffusion import (AutoencoderKL, UNet2D,  # noqa: F4
                                               UNet2DCondition)
 from keras_bigmodels.models.diffusion import DiffusionModel, DiT  # noqa: F401
 from keras_bigmodels.models.univl import UniVLBackbone, UniVLPretrainer  # noqa: F401
+from keras_bigmodels.models.videobert import (VideoBERTBackbone,  # noqa: F401
+                                              VideoBERTPretrainer, VideoTokenizer)
