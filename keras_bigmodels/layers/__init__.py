@@ -19,3 +19,18 @@ from keras_bigmodels.layers.transformer import (
     TransformerEncoderBlock,
     make_norm,
 )
+from keras_bigmodels.layers.unet import (
+    AttentionBlock2D,
+    Downsample2D,
+    ProjectedAttention,
+    ResnetBlock2D,
+    SpatialTransformer,
+    TimestepEmbedding,
+    Timesteps,
+    TransformerBlock2D,
+    UNetDownBlock,
+    UNetMidBlock,
+    UNetUpBlock,
+    Upsample2D,
+    timestep_embedding,
+)

@@ -53,6 +53,13 @@ def _conv(filters, kernel_size, name, dtype, padding="same", use_bias=True):
                                name=name, dtype=dtype)
 
 
+def _build(layer, *shapes):
+    """Build `layer` from shapes and return its output shape: no call is traced, so that
+    building a whole UNet (even SD's) takes milliseconds rather than a symbolic pass."""
+    layer.build(*shapes)
+    return layer.compute_output_shape(*shapes)
+
+
 def timestep_embedding(timesteps, dim, flip_sin_to_cos=True, freq_shift=0.0, max_period=10000):
     """Sinusoidal embeddings of (possibly fractional) timesteps, as diffusers computes them.
 
@@ -722,6 +729,13 @@ class _LevelBlock(keras.layers.Layer):
                                       dropout=self.dropout, name=name, dtype=self.dtype_policy)
         return None
 
+    def _build_attention(self, layer, shape, context_shape):
+        if layer is None:
+            return shape
+        if self.attention == "cross":
+            return _build(layer, shape, context_shape)
+        return _build(layer, shape)
+
     def _apply_attention(self, layer, hidden, context, training):
         if layer is None:
             return hidden
@@ -789,6 +803,28 @@ class UNetDownBlock(_LevelBlock):
                                         name="downsample", dtype=self.dtype_policy)
                            if add_downsample else None)
 
+    def build(self, inputs_shape, time_embedding_shape=None, context_shape=None):
+        self._output_shapes = self._shapes(inputs_shape, time_embedding_shape, context_shape,
+                                           build=True)
+
+    def _shapes(self, shape, time_embedding_shape, context_shape, build=False):
+        skips = []
+        for resnet, attention in zip(self.resnets, self.attentions):
+            if build:
+                shape = _build(resnet, shape, time_embedding_shape)
+                shape = self._build_attention(attention, shape, context_shape)
+            else:
+                shape = tuple(shape[:-1]) + (self.out_channels,)
+            skips.append(shape)
+        if self.downsample is not None:
+            shape = _build(self.downsample, shape) if build else (
+                self.downsample.compute_output_shape(shape))
+            skips.append(shape)
+        return shape, skips
+
+    def compute_output_shape(self, inputs_shape, time_embedding_shape=None, context_shape=None):
+        return self._shapes(inputs_shape, time_embedding_shape, context_shape)
+
     def call(self, inputs, time_embedding=None, context=None, training=None):
         hidden, skips = inputs, []
         for resnet, attention in zip(self.resnets, self.attentions):
@@ -826,6 +862,15 @@ class UNetMidBlock(_LevelBlock):
         self.resnets = [self._resnet(f"resnet_{i}") for i in range(self.num_layers + 1)]
         self.attentions = [self._attention(f"attention_{i}") for i in range(self.num_layers)]
 
+    def build(self, inputs_shape, time_embedding_shape=None, context_shape=None):
+        shape = _build(self.resnets[0], inputs_shape, time_embedding_shape)
+        for attention, resnet in zip(self.attentions, self.resnets[1:]):
+            shape = self._build_attention(attention, shape, context_shape)
+            shape = _build(resnet, shape, time_embedding_shape)
+
+    def compute_output_shape(self, inputs_shape, time_embedding_shape=None, context_shape=None):
+        return tuple(inputs_shape[:-1]) + (self.out_channels,)
+
     def call(self, inputs, time_embedding=None, context=None, training=None):
         hidden = self.resnets[0](inputs, time_embedding, training=training)
         for attention, resnet in zip(self.attentions, self.resnets[1:]):
@@ -862,6 +907,23 @@ class UNetUpBlock(_LevelBlock):
         self.attentions = [self._attention(f"attention_{i}") for i in range(self.num_layers)]
         self.upsample = (Upsample2D(out_channels, name="upsample", dtype=self.dtype_policy)
                          if add_upsample else None)
+
+    def build(self, inputs_shape, skips_shape=None, time_embedding_shape=None,
+              context_shape=None):
+        shape = inputs_shape
+        skips = list(skips_shape) if skips_shape is not None else None
+        for resnet, attention in zip(self.resnets, self.attentions):
+            if skips is not None:
+                shape = tuple(shape[:-1]) + (shape[-1] + skips.pop()[-1],)
+            shape = _build(resnet, shape, time_embedding_shape)
+            shape = self._build_attention(attention, shape, context_shape)
+        if self.upsample is not None:
+            _build(self.upsample, shape)
+
+    def compute_output_shape(self, inputs_shape, skips_shape=None, time_embedding_shape=None,
+                             context_shape=None):
+        shape = tuple(inputs_shape[:-1]) + (self.out_channels,)
+        return self.upsample.compute_output_shape(shape) if self.upsample is not None else shape
 
     def call(self, inputs, skips=None, time_embedding=None, context=None, training=None):
         hidden = inputs

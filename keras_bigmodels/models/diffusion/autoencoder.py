@@ -84,6 +84,29 @@ class _Coder(keras.layers.Layer):
         self.output_conv = keras.layers.Conv2D(out_channels, 3, padding="same",
                                                name="output_conv", dtype=dtype)
 
+    def build(self, input_shape):
+        self.input_conv.build(input_shape)
+        shape = self.input_conv.compute_output_shape(input_shape)
+        if self.decoder:
+            self.mid_block.build(shape)
+            for block in self.blocks:
+                block.build(shape)
+                shape = block.compute_output_shape(shape)
+        else:
+            for block in self.blocks:
+                block.build(shape)
+                shape, _ = block.compute_output_shape(shape)
+            self.mid_block.build(shape)
+        self.output_norm.build(shape)
+        self.output_conv.build(shape)
+
+    def compute_output_shape(self, input_shape):
+        factor = 2 ** (len(self.blocks) - 1)
+        scale = (lambda n: None if n is None else n * factor) if self.decoder else (
+            lambda n: None if n is None else n // factor)
+        return (input_shape[0], scale(input_shape[1]), scale(input_shape[2]),
+                self.output_conv.filters)
+
     def call(self, inputs, training=None):
         hidden = self.input_conv(inputs)
         if self.decoder:

@@ -169,7 +169,7 @@ class _UNetLevels:
         self.built = True
 
     def compute_output_shape(self, input_shape):
-        return tuple(input_shape[0])
+        return tuple(input_shape[0][:-1]) + (self.out_channels,)
 
     def compute_output_spec(self, inputs, training=None):
         images = inputs["noisy_images"] if isinstance(inputs, dict) else inputs[0]
