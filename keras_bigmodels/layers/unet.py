@@ -164,7 +164,7 @@ class TimestepEmbedding(keras.layers.Layer):
 
 @_serializable
 class ResnetBlock2D(keras.layers.Layer):
-    """Residual block: GN -> SiLU -> conv3x3 (+ time projection) -> GN -> SiLU -> dropout -> conv3x3.
+    """Residual block: GN, SiLU, conv3x3 (+ time projection), GN, SiLU, dropout, conv3x3.
 
     Images are channels_last [batch, height, width, channels]. The shortcut is a 1x1 conv
     when the channels change. With `time_embedding_norm="scale_shift"` the projected time

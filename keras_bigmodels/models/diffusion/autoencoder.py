@@ -175,7 +175,7 @@ class AutoencoderKL(keras.Model):
             **overrides: constructor kwargs to change (e.g. `dropout`).
 
         Example:
-        >>> unet = AutoencoderKL.from_diffusers("stable-diffusion-v1-5/vae")
+        >>> vae = AutoencoderKL.from_diffusers("stable-diffusion-v1-5/vae")
         """
         from keras_bigmodels.models.diffusion.huggingface import load_diffusers
 
