@@ -69,9 +69,11 @@ def test_each_loss_falls_and_retrieval_beats_chance(trained):
     assert set(stage_one) == {"loss", "joint_loss"}
     assert stage_one["joint_loss"][-1] < 0.7 * stage_one["joint_loss"][0]
     assert set(stage_two) == {"loss"} | {f"{name}_loss" for name in OBJECTIVES}
+    # (The alignment loss sits at log(16), every pair scored alike, for its first ~10
+    # steps: its head starts near zero.)
     for name in OBJECTIVES[1:]:
         values = stage_two[f"{name}_loss"]
-        assert np.mean(values[-5:]) < 0.9 * np.mean(values[:5]), (name, values)
+        assert np.mean(values[-5:]) < np.mean(values[:5]) - 0.15, (name, values)
     # The joint loss, learnt in stage one, stays learnt while the others train.
     assert max(stage_two["joint_loss"]) < 0.5 * stage_one["joint_loss"][0]
     # Chance is 1/16 for text -> video over the 16 pairs.
@@ -174,6 +176,25 @@ def test_get_config_round_trip(tmp_path):
         np.testing.assert_allclose(float(value), expected[key], rtol=1e-5)
 
 
+def test_from_text_encoder_copies_bert():
+    from keras_bigmodels.models.bert import BertBackbone
+
+    bert = BertBackbone(vocabulary_size=SPECIAL["vocabulary_size"], num_layers=1, num_heads=2,
+                        hidden_dim=32, intermediate_dim=64, max_sequence_length=8, dropout=0.0)
+    backbone = UniVLBackbone.from_text_encoder(bert, video_feature_dim=FEATURES,
+                                               num_video_layers=1, num_cross_layers=1,
+                                               num_decoder_layers=1, max_frames=FRAMES,
+                                               dropout=0.0)
+    assert backbone.num_text_layers == 1 and backbone.hidden_dim == 32
+    token_ids, padding_mask, _ = pairs()
+    expected = bert({"token_ids": token_ids, "segment_ids": 0 * token_ids,
+                     "padding_mask": padding_mask})["sequence_output"]
+    np.testing.assert_allclose(to_numpy(backbone.encode_text(token_ids, padding_mask)),
+                               to_numpy(expected), atol=1e-5)
+    with pytest.raises(ValueError, match="`text_encoder`"):
+        UniVLBackbone.from_text_encoder(make_backbone(), video_feature_dim=FEATURES)
+
+
 def test_bad_inputs_raise_naming_the_argument():
     task = UniVLPretrainer(make_backbone(), objectives="all")
     data = batch(0)
@@ -195,6 +216,8 @@ def test_bad_inputs_raise_naming_the_argument():
         task.generate(np.zeros((2, FRAMES, 3)))
     with pytest.raises(ValueError, match="max_new_tokens"):
         task.generate(np.zeros((2, FRAMES, FEATURES)), max_new_tokens=8)
+    with pytest.raises(ValueError, match="`loss`"):
+        task.compile(loss="mse")
     with pytest.raises(ValueError, match="`whole_text_mask_rate`"):
         batch(0, whole_text_mask_rate=1.5)
 

@@ -31,6 +31,8 @@ class SequenceEmbedding(keras.layers.Layer):
         vectors: [batch, length, hidden].
         type_ids: [batch, length] or [length] ints when `num_types` > 0.
         start_index: position of the first vector (incremental decoding).
+        position_ids: [batch, length] positions of the vectors, instead of `start_index`
+            onwards.
 
     Example:
     >>> SequenceEmbedding(16)(keras.ops.zeros((2, 5, 8))).shape
@@ -65,21 +67,26 @@ class SequenceEmbedding(keras.layers.Layer):
         self.dropout_layer = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
         self.built = True
 
-    def call(self, vectors, type_ids=None, start_index=0, training=None):
+    def call(self, vectors, type_ids=None, start_index=0, position_ids=None, training=None):
         length = vectors.shape[1]
-        if isinstance(start_index, int) and length is not None and (
-                length + start_index > self.max_sequence_length):
-            raise ValueError(
-                f"`{self.input_name}` reaches position {length + start_index}, beyond the "
-                f"{self.max_sequence_length} learned positions; truncate it or build the "
-                "model with more positions.")
-        x = vectors + invoke(self.position_embedding, vectors, start_index=start_index)
+        if position_ids is not None:
+            positions = ops.take(self.position_embedding.embeddings, position_ids, axis=0)
+        else:
+            if isinstance(start_index, int) and length is not None and (
+                    length + start_index > self.max_sequence_length):
+                raise ValueError(
+                    f"`{self.input_name}` reaches position {length + start_index}, beyond the "
+                    f"{self.max_sequence_length} learned positions; truncate it or build the "
+                    "model with more positions.")
+            positions = invoke(self.position_embedding, vectors, start_index=start_index)
+        x = vectors + ops.cast(positions, vectors.dtype)
         if self.num_types and type_ids is not None:
             x = x + invoke(self.type_embedding, type_ids)
         x = invoke(self.norm, x)
         return invoke(self.dropout_layer, x, training=training)
 
-    def compute_output_spec(self, vectors, type_ids=None, start_index=0, training=None):
+    def compute_output_spec(self, vectors, type_ids=None, start_index=0, position_ids=None,
+                            training=None):
         return keras.KerasTensor(vectors.shape, dtype=self.compute_dtype)
 
     def get_config(self):
@@ -105,8 +112,8 @@ class UniVLBackbone(Backbone):
     - video encoder: per-frame features projected to the hidden size (a linear layer),
       plus learned positions, LayerNorm, then post-norm Transformer blocks;
     - cross encoder: Transformer blocks over the text and video outputs concatenated, with
-      a type embedding (text 0, video 1) and positions over the joint sequence; its first
-      token's tanh pooler feeds the alignment head;
+      a type embedding (text 0, video 1) and learned positions (text from 0, frames from
+      `max_sequence_length`); its first token's tanh pooler feeds the alignment head;
     - decoder: causal Transformer blocks with cross-attention to the cross encoder's
       outputs; its token vectors are BERT's table (tied, as in UniVL), its positions
       its own.
@@ -289,11 +296,23 @@ class UniVLBackbone(Backbone):
                                axis=1)
         type_ids = ops.concatenate([ops.zeros_like(ops.cast(padding_mask, "int32")),
                                     ops.ones_like(ops.cast(frame_mask, "int32"))], axis=1)
-        x = invoke(self._part("cross_embedding"), x, type_ids=type_ids, training=training)
+        # Frame positions start after the longest text, not after this text's padding: a
+        # video reads the same positions beside any text (the empty text of captioning
+        # included).
+        max_length = self._part("cross_embedding").max_sequence_length - self._max_frames()
+        text_positions = ops.cumsum(ops.ones_like(type_ids[:, :ops.shape(text)[1]]), axis=1)
+        frame_positions = ops.cumsum(ops.ones_like(ops.cast(frame_mask, "int32")), axis=1)
+        position_ids = ops.concatenate([text_positions - 1, max_length + frame_positions - 1],
+                                       axis=1)
+        x = invoke(self._part("cross_embedding"), x, type_ids=type_ids,
+                   position_ids=position_ids, training=training)
         for block in self._part("cross_layers"):
             x = invoke(block, x, padding_mask=mask, training=training)
         pooled = invoke(self._part("cross_pooler"), x[:, 0, :])
         return x, pooled, mask
+
+    def _max_frames(self):
+        return self._part("video_embedding").max_sequence_length
 
     def _decode(self, decoder_token_ids, decoder_padding_mask, cross, cross_mask,
                 training=None):

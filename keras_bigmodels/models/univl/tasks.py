@@ -225,7 +225,10 @@ class UniVLPretrainer(GenerativeTask):
             optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay,
                                                clipnorm=1.0)
             optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
-        kwargs.pop("loss", None)  # the losses are the objectives'
+        if kwargs.pop("loss", None) is not None:
+            raise ValueError("`loss` cannot be set: UniVLPretrainer trains the sum of its "
+                             "objectives' losses; choose them with `objectives=` or "
+                             "`set_objectives`.")
         super().compile(optimizer=optimizer, **kwargs)
 
     # The forward pass: one loss per enabled objective ---------------------------------
