@@ -24,6 +24,22 @@ Runs on any backend in a few minutes on 2 CPU cores (jax); writes its numbers to
    fine-tuned alike on `--finetune-draws` draws of the labelled sentences; the metric is
    the exact match of the title written by greedy `generate()`, against always answering
    the largest section's title (the trivial baseline).
+
+Measured at the defaults (jax, seed 0, one run; 504 pretraining steps; 1,385 s on 2 CPU
+cores shared with other jobs at a load average of ~15, 3.5 CPU-minutes), with
+
+    KERAS_BACKEND=jax python guides/bart_denoising.py --output out
+
+    pretraining: held-out loss 4.11 nats per token (from 5.99 after the first epoch)
+    fine-tuning (6 sections, 16 labelled sentences each, 3 draws, 269 test sentences):
+        test loss pretrained 0.173, random init 0.766; exact match pretrained 0.134
+        (0.104-0.149), random init 0.102 (0.019-0.149); always answering
+        "String Methods" 0.320, chance 0.167
+
+The pretrained model learns to write the titles in far fewer steps (its test loss), but
+neither model picks the right section better than the majority answer: at this size and
+budget BART has not yet learnt to copy its input (greedy `generate()` on a noised
+held-out example writes fluent but unrelated text).
 """
 
 import os
