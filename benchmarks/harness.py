@@ -52,7 +52,9 @@ HARNESS_VERSION = 1
 PROTOCOL_PREFIX = "@@harness "
 TUNINGS = ("none", "ours")
 BACKENDS = ("jax", "tensorflow", "torch")
-LIBRARIES = ("ours", "keras_hub", "transformers", "keras")
+LIBRARIES = ("ours", "keras_hub", "transformers", "keras", "diffusers")
+# Libraries that never touch Keras: their workers get no Keras/JAX-specific settings.
+TORCH_ONLY_LIBRARIES = ("transformers", "diffusers")
 # The environment as this process got it, before anything could add XLA_FLAGS etc.
 BASE_ENVIRONMENT = os.environ.copy()
 XLA_SCHEDULER_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler"
@@ -82,7 +84,8 @@ class Contender:
         module: bench module name in benchmarks/ (e.g. "bench_gpt"), imported by the worker.
         function: setup function name in that module; called with `kwargs`, it returns
             `({measure_name: Measure}, info_dict)`.
-        library: one of "ours", "keras_hub", "transformers", "keras" (plain Keras layers).
+        library: one of "ours", "keras_hub", "transformers", "keras" (plain Keras layers),
+            "diffusers".
         framework: "jax", "tensorflow" or "torch": whose matmul peak its MFU uses.
         kwargs: JSON-serializable keyword arguments of the setup function.
         label: human-readable name for tables and plots.
@@ -438,7 +441,7 @@ def _worker_main():
 
     spec = json.loads(sys.stdin.readline())
     applied = apply_process_tuning(spec["tuning"], spec["backend"],
-                                   spec["library"] != "transformers")
+                                   spec["library"] not in TORCH_ONLY_LIBRARIES)
     if spec.get("source_root"):
         sys.path.insert(0, spec["source_root"])
     sys.path.insert(0, BENCHMARKS_DIR)
@@ -483,7 +486,8 @@ def _worker_facts():
              "imported_keras_bigmodels": "keras_bigmodels" in sys.modules, "versions": {}}
     if "keras_bigmodels" in sys.modules:
         facts["keras_bigmodels_file"] = sys.modules["keras_bigmodels"].__file__
-    for name in ("keras", "keras_hub", "transformers", "torch", "jax", "tensorflow"):
+    for name in ("keras", "keras_hub", "transformers", "diffusers", "torch", "jax",
+                 "tensorflow"):
         if name in sys.modules:
             facts["versions"][name] = getattr(sys.modules[name], "__version__", None)
     if "torch" in sys.modules:
@@ -614,8 +618,8 @@ def machine_facts():
 
 def library_versions():
     versions = {}
-    for name in ("keras", "jax", "jaxlib", "tensorflow", "torch", "transformers", "keras-hub",
-                 "numpy"):
+    for name in ("keras", "jax", "jaxlib", "tensorflow", "torch", "transformers", "diffusers",
+                 "keras-hub", "numpy"):
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
