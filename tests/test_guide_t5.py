@@ -8,7 +8,7 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "guides"))
 
 
-def test_t5_guide_tiny_pretraining_helps(tmp_path):
+def test_t5_guide_tiny_run_pretrains_and_fine_tunes(tmp_path):
     import t5_span_corruption
 
     results = t5_span_corruption.main(["--tiny", "--output", str(tmp_path)])
@@ -20,13 +20,13 @@ def test_t5_guide_tiny_pretraining_helps(tmp_path):
     # Span corruption learns context: the held-out targets are predicted better than by
     # the training targets' token frequencies.
     assert results["heldout_pretraining_loss"] < results["unigram_heldout_loss"] - 0.3
-    # The pretrained model fine-tunes faster on few labels than the same model from its
-    # initial weights: a lower test cross-entropy after the same short fine-tuning. (At
-    # this size neither writes the right titles more often than always answering the
-    # largest section's: the exact match is reported, not asserted.)
-    loss = results["mean_test_loss"]
-    assert loss["pretrained"] < loss["random init"] - 0.1
+    # Fine-tuning learns the task from both starting points (test loss falls).
+    for name, curve in results["finetuning"].items():
+        assert curve["val_loss"][-1] < curve["val_loss"][0] - 0.3, name
     assert len(results["exact_match"]["pretrained"]) == t5_span_corruption.TINY["finetune_draws"]
+    # Not asserted: pretrained ahead of random init. At this size it is not reliably so
+    # (tiny test loss pretrained 1.67 vs 2.03 on jax, 2.12 vs 2.10 on tensorflow; the
+    # default run's exact match is in the guide's docstring), unlike BART's.
 
 
 def test_section_title_task_holds_out_sentences():
