@@ -88,3 +88,62 @@ def test_seq2seq_training_flops_count_each_matmul_on_its_tokens(harness):
     base = harness.seq2seq_training_flops(10, 2, 3, 1, 2, 1, 1, 1, 1)
     assert harness.seq2seq_training_flops(20, 2, 3, 1, 2, 1, 1, 1, 1) - base == 6 * 20
     assert harness.seq2seq_training_flops(10, 2, 3, 1, 2, 0, 1, 1, 1) == 6 * (52 + 20)
+
+
+def test_clip_bench_gives_every_contender_the_same_loss_and_data():
+    import keras
+    import numpy as np
+    import torch
+    from transformers.models.clip.modeling_clip import image_text_contrastive_loss
+
+    from keras_bigmodels.losses import ContrastiveLoss
+
+    bench = _load("bench_clip")
+    logits = np.random.default_rng(0).normal(size=(4, 4)).astype("float32")
+    # The loss written for keras-hub is ours and transformers' symmetric InfoNCE.
+    keras_hub_loss = float(keras.ops.mean(bench.symmetric_info_nce(None, logits)))
+    ours = float(ContrastiveLoss()(np.zeros(4), logits))
+    # What CLIPModel(return_loss=True) computes, from its logits_per_text.
+    theirs = float(image_text_contrastive_loss(torch.tensor(logits).T))
+    assert keras_hub_loss == pytest.approx(ours, rel=1e-5)
+    assert keras_hub_loss == pytest.approx(theirs, rel=1e-5)
+    # The loss must see the pairing: swapping two texts changes it.
+    swapped = logits[:, [1, 0, 2, 3]]
+    assert float(keras.ops.mean(bench.symmetric_info_nce(None, swapped))) != pytest.approx(
+        keras_hub_loss)
+    # Every side pools the text at its largest id: the last token, in every row.
+    images, tokens = bench.make_batch(bench.CONFIG, 3)
+    assert images.shape == (3, 64, 64, 3) and tokens.shape == (3, 32)
+    assert (tokens.argmax(axis=1) == 31).all() and tokens.max() < bench.CONFIG["vocabulary_size"]
+
+
+def test_clip_flops_count_both_towers():
+    bench = _load("bench_clip")
+    config = dict(bench.CONFIG)
+    base = bench.flops_per_pair(config, 32)
+    # One more layer adds one layer of each tower: 65 patch tokens and 32 text tokens.
+    d, f = config["hidden_dim"], config["intermediate_dim"]
+    layer = sum(t * (2 * (4 * d * d + 2 * d * f) + 4 * t * d) for t in (65, 32))
+    assert bench.flops_per_pair(dict(config, num_layers=5), 32) - base == 3 * layer
+
+
+def test_diffusion_bench_noises_the_same_way_on_both_sides(render):
+    import diffusers
+    import numpy as np
+    import torch
+    from keras import ops
+
+    from keras_bigmodels.objectives.diffusion import NoiseSchedule
+
+    bench = _load("bench_diffusion")
+    images = bench.make_images(bench.CONFIG, 2)
+    assert images.shape == (2, 32, 32, 3) and 0 <= images.min() and images.max() <= 1
+    assert (images == bench.make_images(bench.CONFIG, 2)).all()
+    noise = np.random.default_rng(1).normal(size=images.shape).astype("float32")
+    timesteps = np.array([3, 977])
+    ours = ops.convert_to_numpy(NoiseSchedule(1000, "linear").add_noise(
+        images * 2 - 1, noise, timesteps))
+    theirs = diffusers.DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear").add_noise(
+        torch.tensor(images * 2 - 1), torch.tensor(noise), torch.tensor(timesteps)).numpy()
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)
+    assert render.measure_title(bench.sample_name(8, 50)) == "DDIM-50 b=8"
