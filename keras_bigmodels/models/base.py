@@ -8,12 +8,17 @@ from keras_bigmodels import presets
 from keras_bigmodels.models import inputs
 
 
-class Backbone(keras.Model):
-    """A functional network built from constructor kwargs; subclasses set `family`.
+# Why two bases per role (functional and subclassed): the first time a Model subclass is
+# built from `inputs`/`outputs`, Keras rewrites the bases of every class between it and
+# keras.Model into Functional subclasses (`inject_functional_model_class`). A subclassed
+# network (a UNet, DiT, a task with its own `call`) deriving from the same base would then
+# inherit Functional for the rest of the process and fail to construct. The shared
+# behaviour therefore lives in plain mixins, and functional and subclassed models derive
+# from different keras.Model subclasses that Keras never rewrites for each other.
 
-    Subclasses build their graph in `__init__`, call `super().__init__(inputs, outputs)`,
-    keep each constructor kwarg as an attribute and name them in `config_keys`.
-    """
+
+class BackboneMethods:
+    """Presets, Hugging Face loading and config round-trips shared by every backbone."""
 
     family = None
 
@@ -75,7 +80,23 @@ class Backbone(keras.Model):
         return cls(**config)
 
 
-class Task(keras.Model):
+class Backbone(BackboneMethods, keras.Model):
+    """A functional network built from constructor kwargs; subclasses set `family`.
+
+    Subclasses build their graph in `__init__`, call `super().__init__(inputs, outputs)`,
+    keep each constructor kwarg as an attribute and name them in `config_keys`.
+    """
+
+
+class SubclassedBackbone(BackboneMethods, keras.Model):
+    """A backbone written as a subclassed keras.Model (its own `call`): UNets, DiT.
+
+    Same contract as `Backbone` (family, config_keys, presets), kept on a separate base
+    so Keras' functional rewriting of `Backbone` never reaches it (see the note above).
+    """
+
+
+class TaskMethods:
     """What users fit: a backbone plus a head, with compile defaults."""
 
     backbone_cls = None
@@ -164,3 +185,13 @@ class Task(keras.Model):
         if isinstance(config.get("backbone"), dict):
             config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
         return cls(**config)
+
+
+class Task(TaskMethods, keras.Model):
+    """A functional task: builds its graph on the backbone and calls
+    `super().__init__(inputs, outputs)`."""
+
+
+class SubclassedTask(TaskMethods, keras.Model):
+    """A task written as a subclassed keras.Model (its own `call`/`compute_loss`):
+    diffusion models, multi-objective pretrainers. Same contract as `Task`."""
