@@ -1,6 +1,6 @@
 """The task bases and the model families (each registers its presets in its config.py)."""
 
-from keras_bigmodels.models.base import Backbone, Task  # noqa: F401
+from keras_bigmodels.models.base import Backbone, SubclassedBackbone, SubclassedTask, Task  # noqa: F401
 from keras_bigmodels.models.causal_lm import CausalLM  # noqa: F401
 from keras_bigmodels.models.seq2seq_lm import Seq2SeqLM  # noqa: F401
 from keras_bigmodels.models.image_classifier import ImageClassifier
@@ -17,6 +17,9 @@ from keras_bigmodels.models.clip import (CLIPBackbone, CLIPContrastiveTask,  # n
 from keras_bigmodels.models.diffusion import (AutoencoderKL, UNet2D,  # noqa: F401
                                               UNet2DCondition)
 from keras_bigmodels.models.diffusion import DiffusionModel, DiT  # noqa: F401
+from keras_bigmodels.models.diffusion import (DiffusionPrior, ImageEmbeddingDecoder,  # noqa: F401
+                                             LatentTextToImage, PriorTransformer,
+                                             UnCLIPPipeline)
 from keras_bigmodels.models.univl import UniVLBackbone, UniVLPretrainer  # noqa: F401
 from keras_bigmodels.models.videobert import (VideoBERTBackbone,  # noqa: F401
                                               VideoBERTPretrainer, VideoTokenizer)

@@ -12,4 +12,14 @@ from keras_bigmodels.models.diffusion.autoencoder import (  # noqa: F401
 )
 from keras_bigmodels.models.diffusion.unet import UNet2D, UNet2DCondition  # noqa: F401
 from keras_bigmodels.models.diffusion.dit import DiT, DiTBlock  # noqa: F401
-from keras_bigmodels.models.diffusion.tasks import DiffusionModel  # noqa: F401
+from keras_bigmodels.models.diffusion.tasks import (  # noqa: F401
+    DiffusionModel,
+    ImageEmbeddingDecoder,
+    LatentTextToImage,
+    prompt_token_ids,
+)
+from keras_bigmodels.models.diffusion.prior import (  # noqa: F401
+    DiffusionPrior,
+    PriorTransformer,
+    UnCLIPPipeline,
+)

@@ -13,7 +13,7 @@ from keras import ops
 
 from keras_bigmodels.backend import compile_function
 from keras_bigmodels.generation.diffusion import DIFFUSION_SAMPLERS, DiffusionSampler, sampling_noise
-from keras_bigmodels.models.base import Task
+from keras_bigmodels.models.base import SubclassedTask
 from keras_bigmodels.objectives.diffusion import PREDICTION_TYPES, NoiseSchedule
 from keras_bigmodels.utils import check_finite_number, check_in, check_positive_int
 
@@ -28,7 +28,7 @@ def _image_shape(value):
 
 
 @keras.saving.register_keras_serializable(package="keras_bigmodels")
-class DiffusionModel(Task):
+class DiffusionModel(SubclassedTask):
     """A pixel-space diffusion model (DDPM training, DDPM/DDIM sampling) on any denoiser.
 
     The denoiser is a built Keras model called as `denoiser([noisy_images, timesteps])`, or
@@ -103,18 +103,22 @@ class DiffusionModel(Task):
         self.learning_rate = float(learning_rate)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed, name="diffusion_noise")
-        if self.ema_decay is not None:
-            self.ema_updates = self.add_weight(shape=(), initializer="zeros", dtype="float32",
-                                               trainable=False, name="ema_updates")
-            self.ema_weights = [
-                self.add_weight(shape=v.shape, initializer="zeros", dtype=v.dtype,
-                                trainable=False, name=f"ema_{i}")
-                for i, v in enumerate(denoiser.trainable_variables)]
-            for ema, variable in zip(self.ema_weights, denoiser.trainable_variables):
-                # A host copy: JAX would otherwise share (and donate twice) one buffer.
-                ema.assign(ops.convert_to_numpy(variable))
+        self._init_ema(denoiser)
         self.built = True
         self.compile()
+
+    def _init_ema(self, denoiser):
+        if self.ema_decay is None:
+            return
+        self.ema_updates = self.add_weight(shape=(), initializer="zeros", dtype="float32",
+                                           trainable=False, name="ema_updates")
+        self.ema_weights = [
+            self.add_weight(shape=v.shape, initializer="zeros", dtype=v.dtype,
+                            trainable=False, name=f"ema_{i}")
+            for i, v in enumerate(denoiser.trainable_variables)]
+        for ema, variable in zip(self.ema_weights, denoiser.trainable_variables):
+            # A host copy: JAX would otherwise share (and donate twice) one buffer.
+            ema.assign(ops.convert_to_numpy(variable))
 
     @property
     def denoiser(self):
@@ -383,3 +387,422 @@ class DiffusionModel(Task):
         if isinstance(config.get("denoiser"), dict):
             config["denoiser"] = keras.saving.deserialize_keras_object(config["denoiser"])
         return cls(**config)
+
+
+def prompt_token_ids(prompts, tokenizer=None, sequence_length=None, argument="prompts"):
+    """Token id rows [n, length] int32 of prompts: strings (packed with `pack_texts`, which
+    needs `tokenizer` and `sequence_length`) or token id rows already packed."""
+    if isinstance(prompts, str) or (isinstance(prompts, (list, tuple)) and prompts
+                                    and all(isinstance(p, str) for p in prompts)):
+        if tokenizer is None or sequence_length is None:
+            raise ValueError(f"`{argument}` as strings need a `tokenizer` (and sequence_length);"
+                             " otherwise pass token id rows [n, length].")
+        from keras_bigmodels.models.clip.tasks import pack_texts
+
+        return np.asarray(pack_texts(prompts, tokenizer, sequence_length), "int32")
+    array = np.asarray(ops.convert_to_numpy(prompts) if not isinstance(
+        prompts, (list, tuple, np.ndarray)) else prompts)
+    if array.ndim == 1 and array.size and np.issubdtype(array.dtype, np.integer):
+        array = array[None]
+    if array.ndim != 2 or array.size == 0 or not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(f"`{argument}` must be strings (with a tokenizer) or int token id rows "
+                         f"[n, length]; received {array.dtype} of shape {array.shape}.")
+    if sequence_length is not None and array.shape[1] != sequence_length:
+        raise ValueError(f"`{argument}` rows must have length {sequence_length} "
+                         f"(sequence_length); received {array.shape[1]}.")
+    return array.astype("int32")
+
+
+class _ContextDiffusion(DiffusionModel):
+    """Diffusion over `UNet2DCondition([x, t, context])`, optionally in a frozen VAE's
+    latent space; subclasses say how a condition becomes the context and what the null
+    (classifier-free guidance) context is."""
+
+    def __init__(self, unet, image_shape, vae=None, num_train_timesteps=1000,
+                 beta_schedule="linear", beta_start=0.0001, beta_end=0.02,
+                 prediction_type="epsilon", condition_dropout=0.1, ema_decay=None,
+                 clip_sample=None, learning_rate=1e-4, seed=None, name=None, **kwargs):
+        SubclassedTask.__init__(self, name=name, **kwargs)
+        self.image_shape = _image_shape(image_shape)
+        self.schedule = NoiseSchedule(num_train_timesteps, beta_schedule, beta_start, beta_end)
+        check_in("prediction_type", prediction_type, PREDICTION_TYPES)
+        check_finite_number("condition_dropout", condition_dropout)
+        if not 0 <= condition_dropout < 1:
+            raise ValueError(f"`condition_dropout` must be in [0, 1); received "
+                             f"{condition_dropout!r}.")
+        if ema_decay is not None:
+            check_finite_number("ema_decay", ema_decay)
+            if not 0 < ema_decay < 1:
+                raise ValueError(f"`ema_decay` must be in (0, 1) or None; received "
+                                 f"{ema_decay!r}.")
+        if not isinstance(unet, keras.Model) or not getattr(unet, "cross_attention_dim", None):
+            raise ValueError("`unet` must be a UNet2DCondition (called as unet([noisy, "
+                             f"timesteps, encoder_hidden_states])); received "
+                             f"{type(unet).__name__}.")
+        height, width, channels = self.image_shape
+        if vae is not None:
+            if not hasattr(vae, "encode_latents"):
+                raise ValueError(f"`vae` must be an AutoencoderKL; received "
+                                 f"{type(vae).__name__}.")
+            if vae.in_channels != channels:
+                raise ValueError(f"`image_shape` has {channels} channels; the vae takes "
+                                 f"in_channels={vae.in_channels}.")
+            factor = 2 ** (len(vae.block_out_channels) - 1)
+            if height % factor or width % factor:
+                raise ValueError(f"`image_shape` {height}x{width} is not divisible by the vae's "
+                                 f"downsampling factor {factor}.")
+            sample_shape = (height // factor, width // factor, vae.latent_channels)
+            vae.trainable = False
+        else:
+            sample_shape = self.image_shape
+        for key in ("in_channels", "out_channels"):
+            if getattr(unet, key) != sample_shape[-1]:
+                raise ValueError(f"The unet's {key}={getattr(unet, key)} must equal the "
+                                 f"{'latent' if vae is not None else 'image'} channels "
+                                 f"{sample_shape[-1]}.")
+        factor = unet.downsampling_factor
+        if sample_shape[0] % factor or sample_shape[1] % factor:
+            raise ValueError(f"`image_shape` gives samples {sample_shape[0]}x{sample_shape[1]}, "
+                             f"not divisible by the unet's downsampling factor {factor}.")
+        self.vae = vae
+        self.sample_shape = sample_shape
+        self.backbone = unet
+        self.num_classes = None
+        self.prediction_type = prediction_type
+        self.condition_dropout = float(condition_dropout)
+        self.ema_decay = None if ema_decay is None else float(ema_decay)
+        # Latents are not bounded to [-1, 1]: Stable Diffusion samples without clipping.
+        self.clip_sample = (vae is None) if clip_sample is None else bool(clip_sample)
+        self.learning_rate = float(learning_rate)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed, name="diffusion_noise")
+
+    def _finish_init(self):
+        self._init_ema(self.backbone)
+        self.built = True
+        self.compile()
+
+    # Subclasses: condition -> context [batch, length, cross_attention_dim]; null context.
+    def _context(self, condition, training=False):
+        raise NotImplementedError
+
+    def _null_context(self, batch):
+        raise NotImplementedError
+
+    def label_range(self):
+        return None
+
+    def _split(self, x, y):
+        if y is None and isinstance(x, (tuple, list)) and len(x) == 2:
+            return x
+        return x, y
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """Diffusion MSE of images x in [0, 1] (in the VAE's scaled latents) given conditions y."""
+        x, y = self._split(x, y)
+        if y is None:
+            raise ValueError(f"{type(self).__name__} trains on (images, conditions); the "
+                             "conditions are missing.")
+        samples = ops.cast(x, "float32") * 2.0 - 1.0
+        if self.vae is not None:
+            samples = ops.stop_gradient(ops.cast(
+                self.vae.encode_latents(samples, seed=self.seed_generator), "float32"))
+        batch = ops.shape(samples)[0]
+        timesteps = keras.random.randint((batch,), 0, self.schedule.num_train_timesteps,
+                                         seed=self.seed_generator, dtype="int32")
+        noise = keras.random.normal(ops.shape(samples), seed=self.seed_generator)
+        noisy = self.schedule.add_noise(samples, noise, timesteps)
+        context = ops.cast(self._context(y, training=training), "float32")
+        if self.condition_dropout > 0:
+            null = ops.cast(self._null_context(batch), "float32")
+            keep = ops.greater_equal(
+                keras.random.uniform((batch, 1, 1), seed=self.seed_generator),
+                self.condition_dropout)
+            context = ops.where(keep, context, null)
+        prediction = ops.cast(self.backbone([noisy, timesteps, context], training=training),
+                              "float32")
+        target = self.schedule.target(self.prediction_type, samples, noise, timesteps)
+        loss = ops.mean(ops.square(prediction - target))
+        if training and self.ema_decay is not None:
+            self._update_ema()
+        return loss
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        images, _ = self._split(x, y)
+        self._check_images(images)
+        return SubclassedTask.fit(self, x, y, *args, **kwargs)
+
+    def _context_sample_function(self, sampler, num_steps, guided):
+        key = ("context", sampler.sampler, sampler.eta, num_steps, guided)
+        table = self.__dict__.setdefault("_sample_functions", {})
+        if key in table:
+            return table[key]
+        timesteps, previous = sampler.timesteps(num_steps)
+        backbone, vae = self.backbone, self.vae
+
+        def generate(initial_noise, step_noise, context, null_context, guidance_scale):
+            self.__dict__["_sample_traces"] = self.__dict__.get("_sample_traces", 0) + 1
+
+            def denoise(x, t):
+                if not guided:
+                    return ops.cast(backbone([x, t, context], training=False), "float32")
+                # One batch of both passes: conditioned rows, then the null context.
+                both = backbone([ops.concatenate([x, x], axis=0),
+                                 ops.concatenate([t, t], axis=0),
+                                 ops.concatenate([context, null_context], axis=0)],
+                                training=False)
+                conditioned, unconditioned = ops.split(ops.cast(both, "float32"), 2, axis=0)
+                return unconditioned + guidance_scale * (conditioned - unconditioned)
+
+            samples = sampler.sample(denoise, initial_noise, step_noise, timesteps, previous)
+            if vae is not None:
+                samples = ops.cast(vae.decode_latents(samples), "float32")
+            return ops.clip((samples + 1.0) / 2.0, 0.0, 1.0)
+
+        variables = list(backbone.variables) + (list(vae.variables) if vae is not None else [])
+        function = compile_function(generate, variables)
+        if len(table) >= self.max_compiled_functions:
+            table.pop(next(iter(table)))
+        table[key] = function
+        return function
+
+    def _generate_from_context(self, context, num_steps, guidance_scale, seed, sampler, eta,
+                               use_ema):
+        check_in("sampler", sampler, DIFFUSION_SAMPLERS)
+        if (isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer))
+                or not 1 <= num_steps <= self.schedule.num_train_timesteps):
+            raise ValueError(f"`num_steps` must be an int in [1, "
+                             f"{self.schedule.num_train_timesteps}] (num_train_timesteps); "
+                             f"received {num_steps!r}.")
+        check_finite_number("guidance_scale", guidance_scale)
+        if guidance_scale < 0:
+            raise ValueError(f"`guidance_scale` must be >= 0; received {guidance_scale!r}.")
+        step_sampler = self._sampler(sampler, eta)
+        guided = guidance_scale != 1.0
+        batch = int(context.shape[0])
+        function = self._context_sample_function(step_sampler, int(num_steps), guided)
+        noise_steps = num_steps if step_sampler.needs_noise else 1
+        initial, step_noise = sampling_noise(seed, batch, self.sample_shape, noise_steps)
+        null = ops.convert_to_numpy(self._null_context(batch)).astype("float32")
+        swap = use_ema and self.ema_decay is not None
+        if swap:
+            saved = [ops.convert_to_numpy(v) for v in self.backbone.trainable_variables]
+            for variable, ema in zip(self.backbone.trainable_variables, self.ema_weights):
+                variable.assign(ops.convert_to_numpy(ema))
+        try:
+            images = function(ops.convert_to_tensor(initial), ops.convert_to_tensor(step_noise),
+                              ops.convert_to_tensor(np.asarray(context, "float32")),
+                              ops.convert_to_tensor(null),
+                              ops.convert_to_tensor(float(guidance_scale), "float32"))
+            images = ops.convert_to_numpy(images)
+        finally:
+            if swap:
+                for variable, value in zip(self.backbone.trainable_variables, saved):
+                    variable.assign(value)
+        return images
+
+    def _base_config(self):
+        return {
+            "name": self.name, "trainable": self.trainable,
+            "unet": keras.saving.serialize_keras_object(self.backbone),
+            "vae": None if self.vae is None else keras.saving.serialize_keras_object(self.vae),
+            "image_shape": list(self.image_shape), **self.schedule.get_config(),
+            "prediction_type": self.prediction_type,
+            "condition_dropout": self.condition_dropout, "ema_decay": self.ema_decay,
+            "clip_sample": self.clip_sample, "learning_rate": self.learning_rate,
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in ("unet", "vae", "text_encoder"):
+            if isinstance(config.get(key), dict):
+                config[key] = keras.saving.deserialize_keras_object(config[key])
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="keras_bigmodels")
+class LatentTextToImage(_ContextDiffusion):
+    """Stable-Diffusion-style text-to-image: frozen VAE + UNet2DCondition + CLIP text encoder.
+
+    `fit((images, token_ids))` (or `fit(images, token_ids)`) encodes the images in [0, 1]
+    to scaled latents with the frozen VAE (a posterior sample, as SD trains) and the texts
+    to the text encoder's `sequence_output`, and trains the UNet on the diffusion loss; a
+    `condition_dropout` share of rows sees the empty prompt's states instead (the
+    unconditional model of classifier-free guidance). `generate(prompts)` runs the compiled
+    DDIM/DDPM loop in latent space with guidance against the empty prompt and decodes
+    images in [0, 1].
+
+    Args:
+        vae: an `AutoencoderKL` (frozen).
+        unet: a `UNet2DCondition` over the latents, cross_attention_dim = the text width.
+        text_encoder: a `CLIPTextEncoder` (frozen unless `train_text_encoder`).
+        image_shape: (height, width, channels) of the images.
+        tokenizer: packs string prompts (with `pack_texts`); optional.
+        sequence_length: token row length (default: the text encoder's max_sequence_length).
+        empty_prompt_ids: the packed empty prompt [sequence_length]; default: packed "" with
+            the tokenizer (one of the two is required).
+        train_text_encoder: train the text encoder with the UNet.
+        num_train_timesteps, beta_schedule, beta_start, beta_end: the `NoiseSchedule`
+            (SD's scaled_linear 0.00085 to 0.012 by default).
+        prediction_type, condition_dropout, ema_decay, learning_rate, seed: as
+            `DiffusionModel`; clip_sample: clip predicted latents (False by default).
+
+    Example:
+    >>> model = LatentTextToImage(vae, unet, text_encoder, image_shape=(32, 32, 3),
+    ...                           tokenizer=tokenizer, sequence_length=16)
+    >>> model.fit((images, token_ids), epochs=5, batch_size=16)
+    >>> model.generate(["a red circle"], num_steps=25, guidance_scale=5.0, seed=0).shape
+    (1, 32, 32, 3)
+    """
+
+    def __init__(self, vae, unet, text_encoder, image_shape, tokenizer=None,
+                 sequence_length=None, empty_prompt_ids=None, train_text_encoder=False,
+                 num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085,
+                 beta_end=0.012, prediction_type="epsilon", condition_dropout=0.1,
+                 ema_decay=None, clip_sample=False, learning_rate=1e-4, seed=None,
+                 name="latent_text_to_image", **kwargs):
+        if vae is None:
+            raise ValueError("`vae` is required (an AutoencoderKL); for pixel space use "
+                             "DiffusionModel.")
+        super().__init__(unet, image_shape, vae=vae, num_train_timesteps=num_train_timesteps,
+                         beta_schedule=beta_schedule, beta_start=beta_start, beta_end=beta_end,
+                         prediction_type=prediction_type, condition_dropout=condition_dropout,
+                         ema_decay=ema_decay, clip_sample=clip_sample,
+                         learning_rate=learning_rate, seed=seed, name=name, **kwargs)
+        width = getattr(text_encoder, "hidden_dim", None)
+        if not isinstance(text_encoder, keras.Model) or width is None:
+            raise ValueError("`text_encoder` must be a CLIPTextEncoder; received "
+                             f"{type(text_encoder).__name__}.")
+        if width != unet.cross_attention_dim:
+            raise ValueError(f"The text encoder's hidden_dim={width} must equal the unet's "
+                             f"cross_attention_dim={unet.cross_attention_dim}.")
+        if sequence_length is None:
+            sequence_length = text_encoder.max_sequence_length
+        check_positive_int("sequence_length", sequence_length)
+        if sequence_length > text_encoder.max_sequence_length:
+            raise ValueError(f"`sequence_length` must be at most the text encoder's "
+                             f"max_sequence_length={text_encoder.max_sequence_length}; received "
+                             f"{sequence_length}.")
+        if empty_prompt_ids is None:
+            if tokenizer is None:
+                raise ValueError("Pass `empty_prompt_ids` (the packed empty prompt) or a "
+                                 "`tokenizer` to pack it: the null condition of guidance.")
+            empty_prompt_ids = prompt_token_ids([""], tokenizer, sequence_length)[0]
+        empty = prompt_token_ids(np.asarray(empty_prompt_ids).reshape(1, -1), None,
+                                 sequence_length, "empty_prompt_ids")[0]
+        self.text_encoder = text_encoder
+        self.train_text_encoder = bool(train_text_encoder)
+        text_encoder.trainable = self.train_text_encoder
+        self.tokenizer = tokenizer
+        self.sequence_length = int(sequence_length)
+        self.empty_prompt_ids = empty
+        self._finish_init()
+
+    def _context(self, token_ids, training=False):
+        token_ids = ops.cast(token_ids, "int32")
+        states = self.text_encoder(token_ids, training=training and self.train_text_encoder)
+        states = states["sequence_output"]
+        return states if self.train_text_encoder else ops.stop_gradient(states)
+
+    def _null_context(self, batch):
+        states = self._context(ops.convert_to_tensor(self.empty_prompt_ids[None]))
+        return ops.broadcast_to(states, (batch,) + tuple(states.shape[1:]))
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        _, token_ids = self._split(x, y)
+        if token_ids is not None and hasattr(token_ids, "shape"):
+            prompt_token_ids(np.asarray(token_ids), None, self.sequence_length, "token_ids")
+        return super().fit(x, y, *args, **kwargs)
+
+    def generate(self, prompts, num_steps=50, guidance_scale=7.5, seed=None, sampler="ddim",
+                 eta=0.0, use_ema=True):
+        """Images [n, height, width, channels] in [0, 1] (numpy float32) for prompts.
+
+        Args:
+            prompts: strings (with the model's tokenizer) or token id rows [n, length].
+            num_steps: sampling steps, 1 to num_train_timesteps.
+            guidance_scale: classifier-free guidance against the empty prompt, >= 0 (1: none).
+            seed: an int (row i draws from [seed, i]), one int per image, or None.
+            sampler: "ddim" or "ddpm"; eta: DDIM's noise; use_ema: sample with EMA weights.
+
+        Example:
+        >>> model.generate(token_ids[:2], num_steps=20, guidance_scale=3.0, seed=0)
+        """
+        token_ids = prompt_token_ids(prompts, self.tokenizer, self.sequence_length)
+        context = ops.convert_to_numpy(self._context(ops.convert_to_tensor(token_ids)))
+        return self._generate_from_context(context, num_steps, guidance_scale, seed, sampler,
+                                           eta, use_ema)
+
+    def get_config(self):
+        return {**self._base_config(),
+                "text_encoder": keras.saving.serialize_keras_object(self.text_encoder),
+                "sequence_length": self.sequence_length,
+                "empty_prompt_ids": self.empty_prompt_ids.tolist(),
+                "train_text_encoder": self.train_text_encoder}
+
+
+@keras.saving.register_keras_serializable(package="keras_bigmodels")
+class ImageEmbeddingDecoder(_ContextDiffusion):
+    """unCLIP's decoder at small scale: images from CLIP image embeddings.
+
+    A `UNet2DCondition` whose cross-attention context is the image embedding as one token
+    (cross_attention_dim = embedding width; unCLIP projects it to extra context tokens), in
+    pixel space or a frozen VAE's latents. A `condition_dropout` share of training rows sees
+    a zero embedding, the null condition that `generate(guidance_scale=s)` contrasts with
+    (as the paper sets the CLIP embedding to zero 10% of the time).
+
+    Args:
+        unet: a `UNet2DCondition`; its cross_attention_dim is the embedding width.
+        image_shape: (height, width, channels).
+        vae: an optional `AutoencoderKL` (latent decoder).
+        Others: as `DiffusionModel`.
+
+    Example:
+    >>> decoder = ImageEmbeddingDecoder(unet, image_shape=(16, 16, 3))
+    >>> decoder.fit(images, image_embeddings, epochs=5)
+    >>> decoder.generate(image_embeddings[:2], num_steps=20, seed=0).shape
+    (2, 16, 16, 3)
+    """
+
+    def __init__(self, unet, image_shape, vae=None, name="image_embedding_decoder", **kwargs):
+        super().__init__(unet, image_shape, vae=vae, name=name, **kwargs)
+        self.condition_dim = int(unet.cross_attention_dim)
+        self._finish_init()
+
+    def _context(self, embeddings, training=False):
+        return ops.expand_dims(ops.cast(embeddings, "float32"), 1)
+
+    def _null_context(self, batch):
+        return ops.zeros((batch, 1, self.condition_dim), "float32")
+
+    def _check_embeddings(self, name, value):
+        array = np.asarray(value)
+        if array.ndim != 2 or array.shape[0] == 0 or array.shape[1] != self.condition_dim \
+                or not np.issubdtype(array.dtype, np.floating):
+            raise ValueError(f"`{name}` must be float embeddings [batch, {self.condition_dim}] "
+                             f"(the unet's cross_attention_dim); received {array.dtype} of "
+                             f"shape {array.shape}.")
+        return array.astype("float32")
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        _, embeddings = self._split(x, y)
+        if embeddings is not None and hasattr(embeddings, "shape"):
+            self._check_embeddings("y", embeddings)
+        return super().fit(x, y, *args, **kwargs)
+
+    def generate(self, image_embeddings, num_steps=50, guidance_scale=1.0, seed=None,
+                 sampler="ddim", eta=0.0, use_ema=True):
+        """Images [n, height, width, channels] in [0, 1] for image embeddings [n, dim].
+
+        Example:
+        >>> decoder.generate(np.zeros((2, 16), "float32"), num_steps=10, seed=0).shape
+        """
+        embeddings = self._check_embeddings("image_embeddings",
+                                            ops.convert_to_numpy(image_embeddings))
+        return self._generate_from_context(embeddings[:, None, :], num_steps, guidance_scale,
+                                           seed, sampler, eta, use_ema)
+
+    def get_config(self):
+        return self._base_config()
