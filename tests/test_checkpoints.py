@@ -119,8 +119,8 @@ def test_finish_reports_missing_and_unexpected_once():
 
 def test_config_helpers_name_the_allowed_values():
     assert checkpoints.activation({"hidden_act": "gelu_new"}) == "gelu_approximate"
-    with pytest.raises(ValueError, match="`hidden_act` 'quick_gelu'.*gelu_new"):
-        checkpoints.activation({"hidden_act": "quick_gelu"})
+    with pytest.raises(ValueError, match="`hidden_act` 'mish'.*gelu_new"):
+        checkpoints.activation({"hidden_act": "mish"})
     assert checkpoints.check_model_type({}, ("gpt2",), "X", default="gpt2") == "gpt2"
     with pytest.raises(ValueError, match="model_type 'bert'.*X reads 'vit'"):
         checkpoints.check_model_type({"model_type": "bert"}, ("vit",), "X")

@@ -7,7 +7,7 @@ import keras
 import numpy as np
 
 from keras_bigmodels.generation import SAMPLERS, Sampler
-from keras_bigmodels.models.base import Task
+from keras_bigmodels.models.base import SubclassedTask, Task
 from keras_bigmodels.utils import check_finite_number, check_in, check_positive_int
 
 
@@ -28,8 +28,8 @@ class _GenerateState:
         self.traces = 0
 
 
-class GenerativeTask(Task):
-    """Base of the tasks that own `generate()`; see `CausalLM` and `Seq2SeqLM`.
+class GenerativeMethods:
+    """What the tasks that own `generate()` share; see `CausalLM` and `Seq2SeqLM`.
 
     Compiled generate functions are kept in a least-recently-used table of at most
     `max_compiled_functions` entries, keyed by the sampler, beams, stop tokens and the
@@ -214,3 +214,11 @@ class GenerativeTask(Task):
 
             config["tokenizer"] = Tokenizer.from_config(config["tokenizer"])
         return super().from_config(config)
+
+
+class GenerativeTask(GenerativeMethods, Task):
+    """Base of the functional tasks that own `generate()` (`CausalLM`, `Seq2SeqLM`)."""
+
+
+class SubclassedGenerativeTask(GenerativeMethods, SubclassedTask):
+    """Base of the subclassed tasks that own `generate()` (UniVL's captioning)."""

@@ -138,7 +138,7 @@ class InputCheck:
                     ignore = _ignore_class(loss)
                 spec = spec[:2] + (ignore,)
             label_ranges[name] = spec
-        input_names = [getattr(t, "name", None) for t in (task.inputs or [])]
+        input_names = [getattr(t, "name", None) for t in (getattr(task, "inputs", None) or [])]
         return cls(input_ranges, label_ranges, input_names, output_names)
 
     # Naming the arrays of a batch ------------------------------------------------------

@@ -32,6 +32,14 @@ def seq2seq_inputs(vocabulary_size, batch=8, length=8, seed=0):
             "decoder_token_ids": target, "decoder_padding_mask": np.ones_like(target)}
 
 
+def univl_inputs(batch=8, seed=0):
+    ids = token_ids(97, batch, 8, seed)
+    frames = np.random.RandomState(seed).rand(batch, 6, 12).astype("float32")
+    return {"token_ids": ids, "padding_mask": np.ones_like(ids), "frames": frames,
+            "frame_mask": np.ones((batch, 6), "int32"), "decoder_token_ids": ids[:, ::-1],
+            "decoder_padding_mask": np.ones_like(ids)}
+
+
 # backbone class name -> (tiny constructor kwargs, inputs maker(batch, seed)).
 TINY_BACKBONES = {
     "GPTBackbone": (dict(vocabulary_size=101, num_layers=1, num_heads=8, hidden_dim=32,
@@ -69,6 +77,20 @@ TINY_BACKBONES = {
                         lambda batch=8, seed=0: [
                             images(8, batch, 4, seed), np.arange(batch, dtype="int32") * 100,
                             np.random.RandomState(seed).rand(batch, 4, 16).astype("float32")]),
+    "DiT": (dict(image_size=8, patch_size=2, in_channels=3, hidden_dim=32, num_layers=1,
+                 num_heads=8, num_classes=11),
+            lambda batch=8, seed=0: [images(8, batch, 3, seed),
+                                     np.arange(batch, dtype="int32") * 100,
+                                     np.arange(batch, dtype="int32") % 11]),
+    "VideoBERTBackbone": (dict(text_vocabulary_size=61, visual_vocabulary_size=36, num_layers=1,
+                               num_heads=8, hidden_dim=32, intermediate_dim=64,
+                               max_sequence_length=16, dropout=0.0),
+                          lambda batch=8, seed=0: bert_inputs(batch, 8, seed)),
+    "UniVLBackbone": (dict(vocabulary_size=97, video_feature_dim=12, num_text_layers=1,
+                           num_video_layers=1, num_cross_layers=1, num_decoder_layers=1,
+                           num_heads=8, hidden_dim=32, intermediate_dim=64,
+                           max_sequence_length=16, max_frames=8, dropout=0.0),
+                      lambda batch=8, seed=0: univl_inputs(batch, seed)),
     "CLIPBackbone": (dict(image_size=16, patch_size=4, vision_num_layers=1, vision_num_heads=8,
                           vision_hidden_dim=32, vision_intermediate_dim=64, vocabulary_size=101,
                           max_sequence_length=16, text_num_layers=1, text_num_heads=8,
@@ -85,10 +107,12 @@ TINY_BACKBONES = {
 
 
 def all_backbone_classes():
-    """Every concrete subclass of `Backbone` (recursively) that the package registers."""
+    """Every concrete subclass of `Backbone` or `SubclassedBackbone` (recursively) that the
+    package registers."""
     import keras_bigmodels.models as models
 
-    found, stack = [], list(models.Backbone.__subclasses__())
+    found = []
+    stack = list(models.Backbone.__subclasses__()) + list(models.SubclassedBackbone.__subclasses__())
     while stack:
         cls = stack.pop()
         if cls not in found:

@@ -11,7 +11,7 @@ import keras
 from keras import ops
 
 from keras_bigmodels.layers.unet import UNetDownBlock, UNetMidBlock, UNetUpBlock
-from keras_bigmodels.models.base import Backbone
+from keras_bigmodels.models.base import BackboneMethods
 from keras_bigmodels.models.diffusion.unet import check_image
 from keras_bigmodels.utils import check_positive_int
 
@@ -121,7 +121,7 @@ class _Coder(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="keras_bigmodels")
-class AutoencoderKL(keras.Model):
+class AutoencoderKL(BackboneMethods, keras.Model):
     """Stable Diffusion's KL autoencoder (diffusers' `AutoencoderKL`), channels_last.
 
     `encode(images)` gives a `LatentDistribution` (mean, logvar) over latents
@@ -149,14 +149,11 @@ class AutoencoderKL(keras.Model):
     (1, 16, 16, 3)
     """
 
-    # Backbone's preset and config methods, without being a Backbone: the sharding tests
-    # expect every backbone to split attention heads and a feed-forward Megatron-style,
-    # and this convolutional autoencoder has one single-head attention and no
-    # feed-forward (its weights are sharded by the rule table's fallback all the same).
+    # The backbones' preset and config methods, without being a (Subclassed)Backbone: the
+    # sharding tests expect every backbone to split attention heads and a feed-forward
+    # Megatron-style, and this convolutional autoencoder has one single-head attention and
+    # no feed-forward (its weights are sharded by the rule table's fallback all the same).
     family = "autoencoder_kl"
-    from_preset = classmethod(Backbone.from_preset.__func__)
-    get_config = Backbone.get_config
-    from_config = classmethod(Backbone.from_config.__func__)
     config_keys = ("in_channels", "out_channels", "block_out_channels", "layers_per_block",
                    "latent_channels", "norm_num_groups", "scaling_factor", "shift_factor",
                    "use_quant_conv", "use_post_quant_conv", "mid_block_attention")

@@ -14,7 +14,7 @@ from keras import ops
 from keras_bigmodels.layers.attention import MultiHeadAttention
 from keras_bigmodels.layers.feedforward import FeedForward
 from keras_bigmodels.layers.unet import TimestepEmbedding, Timesteps
-from keras_bigmodels.models.base import Backbone
+from keras_bigmodels.models.base import SubclassedBackbone
 from keras_bigmodels.utils import check_positive_int, check_transformer_dims
 
 
@@ -106,7 +106,7 @@ class DiTBlock(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="keras_bigmodels")
-class DiT(Backbone):
+class DiT(SubclassedBackbone):
     """Diffusion transformer: patchify, `num_layers` adaLN-zero blocks, unpatchify.
 
     The conditioning vector is the timestep embedding plus, with `num_classes`, a class

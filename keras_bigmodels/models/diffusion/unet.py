@@ -22,7 +22,7 @@ from keras_bigmodels.layers.unet import (
     UNetMidBlock,
     UNetUpBlock,
 )
-from keras_bigmodels.models.base import Backbone
+from keras_bigmodels.models.base import SubclassedBackbone
 from keras_bigmodels.utils import check_in, check_positive_int
 
 
@@ -178,7 +178,7 @@ class _UNetLevels:
 
 
 @keras.saving.register_keras_serializable(package="keras_bigmodels")
-class UNet2D(_UNetLevels, Backbone):
+class UNet2D(_UNetLevels, SubclassedBackbone):
     """diffusers' `UNet2DModel`: a DDPM UNet with optional class conditioning (channels_last).
 
     Levels of `layers_per_block` residual blocks (group norm, time embedding added),
@@ -321,7 +321,7 @@ class UNet2D(_UNetLevels, Backbone):
 
 
 @keras.saving.register_keras_serializable(package="keras_bigmodels")
-class UNet2DCondition(_UNetLevels, Backbone):
+class UNet2DCondition(_UNetLevels, SubclassedBackbone):
     """diffusers' `UNet2DConditionModel` in Stable Diffusion v1's layout (channels_last).
 
     Like `UNet2D`, with a spatial transformer (self-attention, cross-attention on the

@@ -300,7 +300,9 @@ class UniVLBackbone(Backbone):
         # video reads the same positions beside any text (the empty text of captioning
         # included).
         max_length = self._part("cross_embedding").max_sequence_length - self._max_frames()
-        text_positions = ops.cumsum(ops.ones_like(type_ids[:, :ops.shape(text)[1]]), axis=1)
+        # (From the mask, not a slice of type_ids by text's static length: that length is
+        # None while the functional graph is built, and the slice would take every column.)
+        text_positions = ops.cumsum(ops.ones_like(ops.cast(padding_mask, "int32")), axis=1)
         frame_positions = ops.cumsum(ops.ones_like(ops.cast(frame_mask, "int32")), axis=1)
         position_ids = ops.concatenate([text_positions - 1, max_length + frame_positions - 1],
                                        axis=1)

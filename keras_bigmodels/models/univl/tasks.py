@@ -10,7 +10,7 @@ from keras_bigmodels.generation import beam_search, decode
 from keras_bigmodels.layers.feedforward import get_activation
 from keras_bigmodels.layers.heads import MaskedLMHead
 from keras_bigmodels.losses import frame_nce_loss, mil_nce_loss, sparse_cross_entropy_from_logits
-from keras_bigmodels.models.generative import GenerativeTask
+from keras_bigmodels.models.generative import SubclassedGenerativeTask
 from keras_bigmodels.models.inputs import LengthOf
 from keras_bigmodels.models.univl.backbone import UniVLBackbone, mean_pool
 from keras_bigmodels.utils import check_positive_int
@@ -110,7 +110,7 @@ def _check_objectives(objectives):
 
 
 @keras.saving.register_keras_serializable(package="keras_bigmodels")
-class UniVLPretrainer(GenerativeTask):
+class UniVLPretrainer(SubclassedGenerativeTask):
     """UniVL pretraining: the sum of the enabled objectives' losses, each one a metric.
 
     `fit` takes the dict `objectives.univl.univl_batch` makes (no labels): calling the
