@@ -99,6 +99,9 @@ class DynamicMasking:
     >>> batch = masking.batch(np.arange(16), epoch=0)
     """
 
+    # The masking transform; subclasses with another one (VideoBERT's) set their own.
+    mask_function = staticmethod(mask_tokens)
+
     def __init__(self, examples, dynamic=True, seed=0, **mask_kwargs):
         self.examples = {k: np.asarray(v) for k, v in examples.items()}
         self.dynamic = dynamic
@@ -106,7 +109,7 @@ class DynamicMasking:
         self.mask_kwargs = mask_kwargs
         self._static = None
         if not dynamic:
-            self._static = mask_tokens(self.examples["token_ids"], rng=seed, **mask_kwargs)
+            self._static = self.mask_function(self.examples["token_ids"], rng=seed, **mask_kwargs)
 
     def __len__(self):
         return len(self.examples["token_ids"])
@@ -119,5 +122,5 @@ class DynamicMasking:
             out.update({k: v[indices] for k, v in self._static.items()})
         else:
             rng = np.random.default_rng([self.seed, epoch, int(indices[0]), len(indices)])
-            out.update(mask_tokens(out["token_ids"], rng=rng, **self.mask_kwargs))
+            out.update(self.mask_function(out["token_ids"], rng=rng, **self.mask_kwargs))
         return out

@@ -17,7 +17,7 @@ draws the 10% random replacements from the masked token's own modality.
 
 import numpy as np
 
-from keras_bigmodels.objectives.masked_lm import mask_tokens
+from keras_bigmodels.objectives.masked_lm import DynamicMasking, mask_tokens
 
 JOINT, TEXT_ONLY, VIDEO_ONLY = 0, 1, 2
 EXAMPLE_KINDS = {"joint": JOINT, "text": TEXT_ONLY, "video": VIDEO_ONLY}
@@ -243,7 +243,7 @@ def mask_video_text(token_ids, text_vocabulary_size, visual_vocabulary_size, mas
     return out
 
 
-class VideoTextMasking:
+class VideoTextMasking(DynamicMasking):
     """Fresh masks every epoch (RoBERTa's dynamic masking) over VideoBERT examples.
 
     Args:
@@ -259,25 +259,4 @@ class VideoTextMasking:
     >>> batch = masking.batch(np.arange(8), epoch=0)
     """
 
-    def __init__(self, examples, dynamic=True, seed=0, **mask_kwargs):
-        self.examples = {k: np.asarray(v) for k, v in examples.items()}
-        self.dynamic = dynamic
-        self.seed = seed
-        self.mask_kwargs = mask_kwargs
-        self._static = None
-        if not dynamic:
-            self._static = mask_video_text(self.examples["token_ids"], rng=seed, **mask_kwargs)
-
-    def __len__(self):
-        return len(self.examples["token_ids"])
-
-    def batch(self, indices, epoch=0):
-        """The examples at `indices` with targets; masks depend on (seed, epoch, indices)."""
-        indices = np.asarray(indices)
-        out = {k: v[indices] for k, v in self.examples.items()}
-        if self._static is not None:
-            out.update({k: v[indices] for k, v in self._static.items()})
-        else:
-            rng = np.random.default_rng([self.seed, epoch, int(indices[0]), len(indices)])
-            out.update(mask_video_text(out["token_ids"], rng=rng, **self.mask_kwargs))
-        return out
+    mask_function = staticmethod(mask_video_text)
