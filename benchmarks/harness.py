@@ -616,6 +616,36 @@ def machine_facts():
             "memory_gb": memory_gb, "platform": sys.platform, "python": sys.version.split()[0]}
 
 
+def cpu_snapshot():
+    """CPU seconds the whole machine spent busy, and this process tree's own, right now.
+
+    The difference of two snapshots is the CPU time *other* processes took during a run
+    (`background_cpu_seconds` in the JSON): load average counts runnable tasks, this says how
+    much CPU they actually got. None where /proc/stat is absent (not Linux).
+    """
+    usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF,
+                                                  resource.RUSAGE_CHILDREN)]
+    own = sum(u.ru_utime + u.ru_stime for u in usage)
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None, own
+    # user nice system idle iowait irq softirq steal ...: busy = all but idle and iowait.
+    busy = sum(fields[:8]) - fields[3] - fields[4]
+    return busy / os.sysconf("SC_CLK_TCK"), own
+
+
+def priority_facts():
+    """This process's scheduling: its nice value and policy (recorded with every run)."""
+    policy = None
+    if hasattr(os, "sched_getscheduler"):
+        policy = {getattr(os, "SCHED_OTHER", 0): "other",
+                  getattr(os, "SCHED_BATCH", 3): "batch",
+                  getattr(os, "SCHED_IDLE", 5): "idle"}.get(os.sched_getscheduler(0))
+    return {"nice": os.getpriority(os.PRIO_PROCESS, 0), "policy": policy}
+
+
 def library_versions():
     versions = {}
     for name in ("keras", "jax", "jaxlib", "tensorflow", "torch", "transformers", "diffusers",
@@ -743,7 +773,9 @@ def _run(benchmark, contenders, args, config, flops_per_unit, measure_order, out
         "warmup_note": "warm-up steps run untimed before every round's timed steps",
         "torch_threads": args.torch_threads, "notes": notes,
         "baseline_ref": getattr(args, "baseline_ref", None),
+        "priority": priority_facts(),
     }
+    cpu_before = cpu_snapshot()
     print(f"[{benchmark}] {args.backend}, tuning {args.tuning}, {args.rounds} rounds x "
           f"{args.steps} steps (+{args.warmup} warm-up), load {os.getloadavg()[0]:.2f}",
           flush=True)
@@ -849,6 +881,10 @@ def _run(benchmark, contenders, args, config, flops_per_unit, measure_order, out
     results["measurements"] = measurements
     results["load_average_during"] = load_during
     results["load_average_after"] = list(os.getloadavg())
+    cpu_after = cpu_snapshot()
+    if cpu_before[0] is not None:
+        results["background_cpu_seconds"] = round(
+            (cpu_after[0] - cpu_before[0]) - (cpu_after[1] - cpu_before[1]), 1)
     results["date_end"] = datetime.datetime.now(datetime.timezone.utc).astimezone().isoformat(
         timespec="seconds")
     if write:
@@ -859,7 +895,8 @@ def _run(benchmark, contenders, args, config, flops_per_unit, measure_order, out
             json.dump(results, f, indent=1)
         results["path"] = path
         print(f"wrote {path} (load {results['load_average_before'][0]:.2f} before, "
-              f"{results['load_average_after'][0]:.2f} after)", flush=True)
+              f"{results['load_average_after'][0]:.2f} after, "
+              f"{results.get('background_cpu_seconds')} CPU s by other processes)", flush=True)
     return results
 
 
