@@ -33,6 +33,9 @@ class BertPretrainingDataset(keras.utils.PyDataset):
     >>> pretrainer.fit(data, epochs=3)
     """
 
+    # The masking transform's batcher; VideoBERT's dataset sets its own.
+    masking_class = DynamicMasking
+
     def __init__(self, examples, batch_size, sentence_task="nsp", shuffle=True, dynamic=True,
                  seed=0, drop_remainder=True, **mask_kwargs):
         super().__init__()
@@ -41,7 +44,7 @@ class BertPretrainingDataset(keras.utils.PyDataset):
                 f"sentence_task={sentence_task!r} needs `labels` in `examples` (from "
                 "next_sentence_pairs); use sentence_task=None for full_sentence_packing."
             )
-        self.masking = DynamicMasking(examples, dynamic=dynamic, seed=seed, **mask_kwargs)
+        self.masking = self.masking_class(examples, dynamic=dynamic, seed=seed, **mask_kwargs)
         self.batch_size = batch_size
         self.sentence_task = sentence_task
         self.shuffle = shuffle
