@@ -11,6 +11,12 @@ excluded; a tied token table counts once, for the output projection), L layers, 
 Q head size and T the sequence length. 6N is 2N for the forward matmuls and 4N for the
 backward; 12 L H Q T is the attention score and value products (QK^T and AV, forward and
 backward), which no parameter count sees.
+
+Families whose examples are not one token sequence (dual encoders, video-text models)
+register a counter of the FLOPs of one example with `register_flops_counter`; their
+`flops_per_token` is that divided by the tokens of the example (every stream's), so that
+`flops_per_token * tokens` stays the work of a batch, and `flops_per_example` gives it
+whole.
 """
 
 import time
@@ -108,6 +114,39 @@ def _resolve(config):
     return config, config.get("family")
 
 
+# family -> counter(config, sequence_length) -> (training FLOPs, tokens) of one example.
+_FLOPS_COUNTERS = {}
+
+
+def register_flops_counter(family, counter):
+    """Register how to count one training example of a family that is not one sequence.
+
+    `counter(config, sequence_length)` returns (training FLOPs, tokens) of one example:
+    forward and backward, 6 per matmul weight per token it touches plus the attention
+    products (see the module docstring), and the tokens of all its streams.
+
+    Example:
+    >>> register_flops_counter("clip", clip_training_flops)
+    """
+    if not callable(counter):
+        raise ValueError(f"`counter` must be callable; received {counter!r}.")
+    _FLOPS_COUNTERS[family] = counter
+
+
+def stack_flops(matmul_params, num_layers, attention_dim, tokens, key_tokens=None):
+    """Training FLOPs of `tokens` tokens through a Transformer stack.
+
+    6 * matmul_params * tokens for the weights, and 12 * num_layers * attention_dim *
+    tokens * key_tokens for QK^T and AV (forward and backward), where attention_dim is
+    heads x head size and key_tokens the attended length (`tokens`: self-attention).
+
+    Example:
+    >>> stack_flops(85_000_000, 12, 768, 197)  # ViT-B/16 on one 224x224 image
+    """
+    key_tokens = tokens if key_tokens is None else key_tokens
+    return 6 * matmul_params * tokens + 12 * num_layers * attention_dim * tokens * key_tokens
+
+
 def count_params(config):
     """Analytic parameter count of a preset name or config dict; never allocates.
 
@@ -129,7 +168,10 @@ def flops_per_token(config, sequence_length):
     Example:
     >>> flops_per_token("gpt2-small", 1024) / 1e9  # about 0.85 GFLOP per token
     """
-    config, _ = _resolve(config)
+    config, family = _resolve(config)
+    if family in _FLOPS_COUNTERS:
+        flops, tokens = _FLOPS_COUNTERS[family](config, sequence_length)
+        return flops / tokens
     n = count_params(config)
     if config.get("position", "learned") == "learned" and "max_sequence_length" in config:
         n -= config["max_sequence_length"] * _get(config, "embedding_dim", config["hidden_dim"])
@@ -138,6 +180,19 @@ def flops_per_token(config, sequence_length):
     heads = config["num_heads"]
     head_dim = _get(config, "key_dim", config["hidden_dim"] // heads)
     return 6 * n + 12 * num_layers * heads * head_dim * sequence_length
+
+
+def flops_per_example(config, sequence_length):
+    """Training FLOPs of one example: the registered family counter's (an image-text pair
+    for CLIP, a video-text pair for UniVL), else `flops_per_token * sequence_length`.
+
+    Example:
+    >>> flops_per_example("clip-vit-base-patch32", 77) / 1e9  # one image and its caption
+    """
+    config, family = _resolve(config)
+    if family in _FLOPS_COUNTERS:
+        return _FLOPS_COUNTERS[family](config, sequence_length)[0]
+    return flops_per_token(config, sequence_length) * sequence_length
 
 
 def measure_peak_flops(size=2048, repeats=5, dtype="float32"):

@@ -6,6 +6,7 @@ for ViT-L/14), 49,408 BPE tokens, 77 positions, quick-GELU everywhere, LayerNorm
 epsilon 1e-5. The counts equal transformers' `CLIPModel` for those configs.
 """
 
+from keras_bigmodels.flops import register_flops_counter, stack_flops
 from keras_bigmodels.presets import register_presets
 
 SOURCE = ("Radford et al. 2021, Learning Transferable Visual Models From Natural Language "
@@ -106,4 +107,46 @@ def clip_params(config):
             + (vision.get("hidden_dim", 768) + text.get("hidden_dim", 512)) * projection + 1)
 
 
+def _pair(value):
+    return (value, value) if isinstance(value, int) else tuple(value)
+
+
+def clip_training_flops(config, sequence_length):
+    """(training FLOPs, tokens) of one image-text pair through a `CLIPBackbone` config.
+
+    `sequence_length` is the text length (77 for OpenAI's tokenizer); the image gives
+    (H/p)(W/p) patches + 1 class tokens. Counted: 6 per matmul weight (kernels; tables,
+    biases and norms are not matmuls) per token it touches -- the patch projection on the
+    patches, each tower's blocks on its tokens, each projection on its one pooled
+    vector -- and the attention products of each tower. Not counted: the batch x batch
+    similarity matmul (2 * batch * projection_dim per pair forward, depends on the batch).
+
+    Example:
+    >>> flops, tokens = clip_training_flops(CLIP_PRESETS["clip-vit-base-patch32"], 77)
+    >>> tokens   # 50 image tokens + 77 text tokens
+    127
+    """
+    text_length = config.get("max_sequence_length", 77)
+    if (isinstance(sequence_length, bool) or not isinstance(sequence_length, int)
+            or not 0 < sequence_length <= text_length):
+        raise ValueError(f"`sequence_length` (the text length) must be an int in [1, "
+                         f"{text_length}] (max_sequence_length); received {sequence_length!r}.")
+    vision = tower_kwargs(config, VISION_KEYS)
+    text = tower_kwargs(config, TEXT_KEYS)
+    image, patch = _pair(vision.get("image_size", 224)), _pair(vision.get("patch_size", 32))
+    patches = (image[0] // patch[0]) * (image[1] // patch[1])
+    width, text_width = vision.get("hidden_dim", 768), text.get("hidden_dim", 512)
+    block = 4 * width * width + 2 * width * vision.get("intermediate_dim", 3072)
+    text_block = 4 * text_width * text_width + 2 * text_width * text.get("intermediate_dim", 2048)
+    vision_layers, text_layers = vision.get("num_layers", 12), text.get("num_layers", 12)
+    patch_projection = vision.get("num_channels", 3) * patch[0] * patch[1] * width
+    projection = config.get("projection_dim", 512)
+    flops = (6 * patch_projection * patches
+             + stack_flops(vision_layers * block, vision_layers, width, patches + 1)
+             + stack_flops(text_layers * text_block, text_layers, text_width, sequence_length)
+             + 6 * (width + text_width) * projection)
+    return flops, patches + 1 + sequence_length
+
+
 register_presets("clip", CLIP_PRESETS, param_counter=clip_params)
+register_flops_counter("clip", clip_training_flops)
