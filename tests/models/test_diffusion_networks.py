@@ -112,6 +112,39 @@ def test_unet2d_condition_matches_diffusers(tmp_path):
     assert ours.count_params() == sum(p.numel() for p in reference.parameters())
 
 
+def test_unet2d_condition_projection_class_embedding_matches_diffusers(tmp_path):
+    """unCLIP's additive path: class_embed_type="projection" adds an MLP of a vector (the
+    CLIP image embedding) to the time embedding."""
+    torch = pytest.importorskip("torch")
+    diffusers = pytest.importorskip("diffusers")
+    reference = perturb(diffusers.UNet2DConditionModel(
+        sample_size=8, in_channels=3, out_channels=3, block_out_channels=(32, 32),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), layers_per_block=1,
+        attention_head_dim=2, cross_attention_dim=16, norm_num_groups=8,
+        class_embed_type="projection", projection_class_embeddings_input_dim=12))
+    reference.save_pretrained(tmp_path)
+    rng = np.random.default_rng(1)
+    latents = rng.normal(size=(2, 8, 8, 3)).astype("float32")
+    timesteps = np.array([4, 801], "int32")
+    context = rng.normal(size=(2, 3, 16)).astype("float32")
+    added = rng.normal(size=(2, 12)).astype("float32")
+    with torch.no_grad():
+        expected = reference(torch.tensor(nchw(latents)), torch.tensor(timesteps),
+                             encoder_hidden_states=torch.tensor(context),
+                             class_labels=torch.tensor(added)).sample.numpy()
+    ours = UNet2DCondition.from_diffusers(tmp_path)
+    assert ours.class_embedding_input_dim == 12
+    assert_close(nchw(to_numpy(ours([latents, timesteps, context, added]))), expected,
+                 atol=1e-4)
+    assert ours.count_params() == sum(p.numel() for p in reference.parameters())
+    # The added embedding reaches the output.
+    assert not np.allclose(to_numpy(ours([latents, timesteps, context, added + 1.0])),
+                           to_numpy(ours([latents, timesteps, context, added])), atol=1e-4)
+    with pytest.raises(ValueError, match="class_labels"):
+        ours([latents, timesteps, context, added[:, :5]])
+
+
 def test_autoencoder_kl_matches_diffusers(tmp_path):
     torch = pytest.importorskip("torch")
     diffusers = pytest.importorskip("diffusers")
@@ -172,6 +205,7 @@ def test_unet2d_analytic_count(config):
     TINY_CONDITION,
     dict(TINY_CONDITION, transformer_layers=2, use_linear_projection=True, num_heads=(2, 4),
          cross_attention_levels=(True, True), layers_per_block=2),
+    dict(TINY_CONDITION, class_embedding_input_dim=10),
 ])
 def test_unet2d_condition_analytic_count(config):
     assert UNet2DCondition(**config).count_params() == count_unet2d_condition_params(config)

@@ -141,6 +141,9 @@ def count_unet2d_condition_params(config):
                           lambda level, c: transformer(c) if flags[level] else 0, time_dim,
                           False, transformer)
     total += 2 * channels[0] + _conv(3, channels[0], config.get("out_channels", 4))
+    if config.get("class_embedding_input_dim"):
+        total += _dense(config["class_embedding_input_dim"], time_dim) + _dense(time_dim,
+                                                                                 time_dim)
     return total
 
 

@@ -143,7 +143,7 @@ def unet2d_condition_kwargs(config):
     defaults = {  # options outside SD v1/v2's layout, with the only values we build
         "time_embedding_type": ("positional",), "act_fn": ("silu", "swish"),
         "only_cross_attention": (False,), "dual_cross_attention": (False,),
-        "class_embed_type": (None,), "addition_embed_type": (None,),
+        "class_embed_type": (None, "projection"), "addition_embed_type": (None,),
         "num_class_embeds": (None,), "encoder_hid_dim": (None,),
         "encoder_hid_dim_type": (None,), "time_embedding_dim": (None,),
         "time_embedding_act_fn": (None,), "timestep_post_act": (None,),
@@ -184,7 +184,20 @@ def unet2d_condition_kwargs(config):
         freq_shift=config.get("freq_shift", 0),
         downsample_padding=config.get("downsample_padding", 1),
         dropout=config.get("dropout", 0.0),
+        class_embedding_input_dim=_projection_class_dim(config, reader),
     )
+
+
+def _projection_class_dim(config, reader):
+    # class_embed_type="projection": an MLP from a vector (unCLIP's image embedding) to the
+    # time embedding, our `class_embedding_input_dim`.
+    if config.get("class_embed_type") != "projection":
+        return None
+    dim = config.get("projection_class_embeddings_input_dim")
+    if not isinstance(dim, int):
+        raise ValueError(f"{reader}: class_embed_type='projection' needs an int "
+                         f"`projection_class_embeddings_input_dim`; config.json has {dim!r}.")
+    return dim
 
 
 def autoencoder_kl_kwargs(config):
@@ -284,8 +297,12 @@ def _unet_weights(loader, model):
     time_mlp = model.time_embedding.feedforward
     dense(loader, time_mlp.intermediate, "time_embedding.linear_1")
     dense(loader, time_mlp.output_dense, "time_embedding.linear_2")
-    if getattr(model, "class_embedding", None) is not None:
-        embedding(loader, model.class_embedding, "class_embedding")
+    class_embedding = getattr(model, "class_embedding", None)
+    if class_embedding is not None and hasattr(class_embedding, "feedforward"):
+        dense(loader, class_embedding.feedforward.intermediate, "class_embedding.linear_1")
+        dense(loader, class_embedding.feedforward.output_dense, "class_embedding.linear_2")
+    elif class_embedding is not None:
+        embedding(loader, class_embedding, "class_embedding")
     for index, block in enumerate(model.down_blocks):
         _level(loader, block, f"down_blocks.{index}")
     _level(loader, model.mid_block, "mid_block")

@@ -116,6 +116,18 @@ class _UNetLevels:
                 raise ValueError(f"`norm_num_groups` ({norm_num_groups}) must divide every "
                                  f"entry of `block_out_channels` {list(block_out_channels)}.")
 
+    def _build_stem(self, block_out_channels, time_dim, flip_sin_to_cos, freq_shift):
+        """The input conv and the timestep embedding, the same in both UNets."""
+        dtype = self.dtype_policy
+        self.input_conv = keras.layers.Conv2D(block_out_channels[0], 3, padding="same",
+                                              name="input_conv", dtype=dtype)
+        self.time_proj = Timesteps(block_out_channels[0], flip_sin_to_cos, freq_shift,
+                                   name="time_proj", dtype=dtype)
+        self.time_embedding = TimestepEmbedding(time_dim, name="time_embedding", dtype=dtype)
+
+    def _time_embedding(self, timesteps, images):
+        return self.time_embedding(self.time_proj(_timesteps(timesteps, ops.shape(images)[0])))
+
     def _build_levels(self, block_out_channels, layers_per_block, attention, num_heads,
                       level_kwargs, mid_attention, mid_heads, mid_kwargs, downsample_padding):
         levels = len(block_out_channels)
@@ -276,14 +288,10 @@ class UNet2D(_UNetLevels, SubclassedBackbone):
         heads = lambda channels: (1 if attention_head_dim is None  # noqa: E731
                                   else channels // attention_head_dim)
         time_dim = time_embedding_dim or 4 * block_out_channels[0]
-        dtype = self.dtype_policy
-        self.input_conv = keras.layers.Conv2D(block_out_channels[0], 3, padding="same",
-                                              name="input_conv", dtype=dtype)
-        self.time_proj = Timesteps(block_out_channels[0], flip_sin_to_cos, freq_shift,
-                                   name="time_proj", dtype=dtype)
-        self.time_embedding = TimestepEmbedding(time_dim, name="time_embedding", dtype=dtype)
+        self._build_stem(block_out_channels, time_dim, flip_sin_to_cos, freq_shift)
         self.class_embedding = (keras.layers.Embedding(num_classes, time_dim,
-                                                       name="class_embedding", dtype=dtype)
+                                                       name="class_embedding",
+                                                       dtype=self.dtype_policy)
                                 if num_classes is not None else None)
         level_kwargs = dict(groups=norm_num_groups, epsilon=norm_eps,
                             time_embedding_norm=time_embedding_norm, dropout=dropout)
@@ -313,8 +321,7 @@ class UNet2D(_UNetLevels, SubclassedBackbone):
         check_image(images, self.in_channels, self.downsampling_factor)
         if self.center_input_sample:
             images = 2.0 * images - 1.0
-        embedding = self.time_embedding(self.time_proj(_timesteps(timesteps,
-                                                                  ops.shape(images)[0])))
+        embedding = self._time_embedding(timesteps, images)
         if self.class_embedding is not None:
             embedding = embedding + self.class_embedding(labels[0])
         return self._unet(images, embedding, None, training)
@@ -331,7 +338,11 @@ class UNet2DCondition(_UNetLevels, SubclassedBackbone):
     Call: `unet([noisy_latents, timesteps, encoder_hidden_states])`; latents [batch,
     height, width, in_channels] with height and width divisible by 2 ** (levels - 1),
     timesteps int32 or float [batch], encoder hidden states [batch, text_length,
-    cross_attention_dim]. Returns [batch, height, width, out_channels].
+    cross_attention_dim]. Returns [batch, height, width, out_channels]. With
+    `class_embedding_input_dim` set, a fourth input `class_labels` [batch,
+    class_embedding_input_dim] (float vectors, e.g. unCLIP's CLIP image embedding) goes
+    through a two-layer MLP and is added to the time embedding (diffusers'
+    `class_embed_type="projection"`).
 
     Args:
         in_channels, out_channels: latent channels in and out.
@@ -347,6 +358,8 @@ class UNet2DCondition(_UNetLevels, SubclassedBackbone):
         flip_sin_to_cos, freq_shift: the sinusoidal timestep embedding.
         downsample_padding: 1.
         dropout: inside residual and transformer blocks.
+        class_embedding_input_dim: width of the added-embedding input (diffusers'
+            `projection_class_embeddings_input_dim`); None: no such input.
 
     Example:
     >>> unet = UNet2DCondition(block_out_channels=(32, 64), cross_attention_levels=(True, False),
@@ -361,14 +374,15 @@ class UNet2DCondition(_UNetLevels, SubclassedBackbone):
                    "cross_attention_levels", "layers_per_block", "num_heads",
                    "cross_attention_dim", "transformer_layers", "use_linear_projection",
                    "norm_num_groups", "norm_eps", "flip_sin_to_cos", "freq_shift",
-                   "downsample_padding", "dropout")
+                   "downsample_padding", "dropout", "class_embedding_input_dim")
 
     def __init__(self, in_channels=4, out_channels=4, block_out_channels=(320, 640, 1280, 1280),
                  cross_attention_levels=(True, True, True, False), layers_per_block=2,
                  num_heads=8, cross_attention_dim=768, transformer_layers=1,
                  use_linear_projection=False, norm_num_groups=32, norm_eps=1e-5,
                  flip_sin_to_cos=True, freq_shift=0, downsample_padding=1, dropout=0.0,
-                 name="unet2d_condition", dtype=None, **kwargs):
+                 class_embedding_input_dim=None, name="unet2d_condition", dtype=None,
+                 **kwargs):
         super().__init__(name=name, dtype=dtype, **kwargs)
         block_out_channels = tuple(int(c) for c in block_out_channels)
         self._check_common(in_channels, out_channels, block_out_channels, layers_per_block,
@@ -385,6 +399,9 @@ class UNet2DCondition(_UNetLevels, SubclassedBackbone):
         check_positive_int("cross_attention_dim", cross_attention_dim)
         check_positive_int("transformer_layers", transformer_layers)
         check_in("downsample_padding", downsample_padding, (0, 1))
+        if class_embedding_input_dim is not None:
+            check_positive_int("class_embedding_input_dim", class_embedding_input_dim)
+        self.class_embedding_input_dim = class_embedding_input_dim
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.block_out_channels = block_out_channels
@@ -402,12 +419,12 @@ class UNet2DCondition(_UNetLevels, SubclassedBackbone):
         self.dropout = dropout
 
         time_dim = 4 * block_out_channels[0]
-        dtype = self.dtype_policy
-        self.input_conv = keras.layers.Conv2D(block_out_channels[0], 3, padding="same",
-                                              name="input_conv", dtype=dtype)
-        self.time_proj = Timesteps(block_out_channels[0], flip_sin_to_cos, freq_shift,
-                                   name="time_proj", dtype=dtype)
-        self.time_embedding = TimestepEmbedding(time_dim, name="time_embedding", dtype=dtype)
+        self._build_stem(block_out_channels, time_dim, flip_sin_to_cos, freq_shift)
+        # diffusers' class_embed_type="projection": a vector (unCLIP's CLIP image
+        # embedding) through a timestep-style MLP, added to the time embedding.
+        self.class_embedding = (TimestepEmbedding(time_dim, name="class_embedding",
+                                                  dtype=self.dtype_policy)
+                                if class_embedding_input_dim is not None else None)
         level_kwargs = dict(groups=norm_num_groups, epsilon=norm_eps, dropout=dropout,
                             cross_attention_dim=cross_attention_dim,
                             transformer_layers=transformer_layers,
@@ -416,18 +433,31 @@ class UNet2DCondition(_UNetLevels, SubclassedBackbone):
             block_out_channels, layers_per_block,
             ["cross" if used else None for used in cross_attention_levels], heads,
             level_kwargs, "cross", heads[-1], level_kwargs, downsample_padding)
-        self._build_symbolic([keras.KerasTensor((1, 2, cross_attention_dim))])
+        extra = [keras.KerasTensor((1, 2, cross_attention_dim))]
+        if class_embedding_input_dim is not None:
+            extra.append(keras.KerasTensor((1, class_embedding_input_dim)))
+        self._build_symbolic(extra)
 
-    input_names = ("noisy_latents", "timesteps", "encoder_hidden_states")
+    @property
+    def input_names(self):
+        names = ("noisy_latents", "timesteps", "encoder_hidden_states", "class_labels")
+        return names[:4 if self.class_embedding_input_dim is not None else 3]
 
     def call(self, inputs, training=None):
-        latents, timesteps, context = _split_inputs(inputs, self.input_names)
+        latents, timesteps, context, *added = _split_inputs(inputs, self.input_names)
         check_image(latents, self.in_channels, self.downsampling_factor, "noisy_latents")
         context_shape = tuple(context.shape)
         if len(context_shape) != 3 or context_shape[-1] not in (None, self.cross_attention_dim):
             raise ValueError(f"`encoder_hidden_states` must be [batch, text_length, "
                              f"cross_attention_dim={self.cross_attention_dim}]; received "
                              f"shape {context_shape}.")
-        embedding = self.time_embedding(self.time_proj(_timesteps(timesteps,
-                                                                  ops.shape(latents)[0])))
+        embedding = self._time_embedding(timesteps, latents)
+        if self.class_embedding is not None:
+            added = added[0]
+            if len(added.shape) != 2 or added.shape[-1] not in (
+                    None, self.class_embedding_input_dim):
+                raise ValueError(f"`class_labels` must be [batch, class_embedding_input_dim="
+                                 f"{self.class_embedding_input_dim}] (e.g. CLIP image "
+                                 f"embeddings); received shape {tuple(added.shape)}.")
+            embedding = embedding + self.class_embedding(ops.cast(added, embedding.dtype))
         return self._unet(latents, embedding, context, training)
