@@ -85,3 +85,51 @@ def test_dynamic_masks_change_per_epoch_and_repeat_per_seed():
     assert not np.array_equal(first["mask_positions"], second["mask_positions"])
     again = video_text.VideoTextMasking(examples, seed=3, **kwargs).batch(np.arange(24), epoch=0)
     np.testing.assert_array_equal(again["token_ids"], first["token_ids"])
+
+
+def test_rates_per_modality_mask_each_side_at_its_own_rate():
+    texts = [[6, 7, 8]] * 200
+    videos = TEXT_VOCABULARY + np.tile(np.arange(4), (200, 1))
+    examples = video_text.video_text_examples(texts, videos, kinds=("joint",),
+                                              negative_rate=0.0, rng=0, **LAYOUT)
+    out = video_text.mask_video_text(examples["token_ids"], TEXT_VOCABULARY, VISUAL_VOCABULARY,
+                                     mask_token_id=4, special_token_ids=(0, 1, 2, 3, 5),
+                                     text_mask_rate=1.0, visual_mask_rate=0.25, rng=0)
+    weights = out["mask_weights"] > 0
+    # Every row: its 3 words and round(4 * 0.25) = 1 visual word, in position order.
+    assert (weights.sum(1) == 4).all()
+    assert (out["mask_is_visual"].sum(1) == 1).all()
+    assert weights[:, :4].all()  # real predictions first, in position order
+    assert (np.diff(out["mask_positions"][:, :4], axis=1) > 0).all()
+    rows = np.arange(200)[:, None]
+    np.testing.assert_array_equal(out["mask_ids"][weights],
+                                  examples["token_ids"][rows, out["mask_positions"]][weights])
+    assert (out["mask_ids"][:, :3] < TEXT_VOCABULARY).all()
+    # One rate alone is the old single draw: about 15% of the 7 tokens, 1 per row.
+    single = video_text.mask_video_text(examples["token_ids"], TEXT_VOCABULARY,
+                                        VISUAL_VOCABULARY, mask_token_id=4,
+                                        special_token_ids=(0, 1, 2, 3, 5), rng=0)
+    assert ((single["mask_weights"] > 0).sum(1) == 1).all()
+    with pytest.raises(ValueError, match="text_mask_rate"):
+        video_text.mask_video_text(examples["token_ids"], TEXT_VOCABULARY, VISUAL_VOCABULARY,
+                                   mask_token_id=4, text_mask_rate=1.5)
+
+
+def test_mismatched_pairs_are_corrupted_but_predict_nothing():
+    keys = np.arange(64) % 4
+    texts = [[6 + int(k)] for k in keys]
+    videos = TEXT_VOCABULARY + np.repeat(keys[:, None], 4, axis=1)
+    examples = video_text.video_text_examples(texts, videos, kinds=("joint",), pair_keys=keys,
+                                              rng=0, **LAYOUT)
+    kwargs = dict(text_vocabulary_size=TEXT_VOCABULARY, visual_vocabulary_size=VISUAL_VOCABULARY,
+                  mask_token_id=4, special_token_ids=(0, 1, 2, 3, 5), mask_rate=0.5)
+    mismatched = examples["alignment_labels"] == 0
+    assert 10 < mismatched.sum() < 54
+    batch = video_text.VideoTextMasking(examples, seed=0, **kwargs).batch(np.arange(64))
+    assert (batch["mask_weights"][mismatched] == 0).all()
+    assert (batch["mask_weights"][~mismatched].sum(1) > 0).all()
+    # Corrupted all the same: a row left whole would give its alignment label away.
+    changed = (batch["token_ids"] != examples["token_ids"]).any(1)
+    assert changed[mismatched].mean() > 0.5 and changed[~mismatched].mean() > 0.5
+    both = video_text.VideoTextMasking(examples, seed=0, mask_mismatched=True, **kwargs)
+    assert (both.batch(np.arange(64))["mask_weights"][mismatched].sum(1) > 0).all()

@@ -145,7 +145,8 @@ def video_text_examples(text_ids, visual_ids, *, cls_token_id, sep_token_id, bri
     """
     kinds = tuple(kinds)
     if not kinds or any(kind not in EXAMPLE_KINDS for kind in kinds):
-        raise ValueError(f"`kinds` must be a non-empty tuple of {tuple(EXAMPLE_KINDS)}; received {kinds!r}.")
+        raise ValueError(f"`kinds` must be a non-empty tuple of {tuple(EXAMPLE_KINDS)}; "
+                         f"received {kinds!r}.")
     if not 0.0 <= negative_rate <= 1.0:
         raise ValueError(f"`negative_rate` must be in [0, 1]; received {negative_rate}.")
     rng = _rng(rng)
@@ -160,7 +161,8 @@ def video_text_examples(text_ids, visual_ids, *, cls_token_id, sep_token_id, bri
     if pair_keys is not None:
         pair_keys = np.asarray(pair_keys)
         if pair_keys.shape != (count,):
-            raise ValueError(f"`pair_keys` must be one key per pair ({count}); received shape {pair_keys.shape}.")
+            raise ValueError(f"`pair_keys` must be one key per pair ({count}); received "
+                             f"shape {pair_keys.shape}.")
     layout = dict(cls_token_id=cls_token_id, sep_token_id=sep_token_id,
                   bridge_token_id=bridge_token_id, pad_token_id=pad_token_id,
                   max_text_length=max_text_length, max_visual_length=max_visual_length)
@@ -193,9 +195,24 @@ def video_text_examples(text_ids, visual_ids, *, cls_token_id, sep_token_id, bri
     return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
 
 
+def _merge_predictions(parts):
+    """One fixed-size prediction list per row from several `mask_tokens` outputs, in
+    position order (real predictions first, then the padding of the lists)."""
+    positions = np.concatenate([part["mask_positions"] for part in parts], axis=1)
+    ids = np.concatenate([part["mask_ids"] for part in parts], axis=1)
+    weights = np.concatenate([part["mask_weights"] for part in parts], axis=1)
+    # Padding entries sort after every real position.
+    order = np.argsort(np.where(weights > 0, positions, np.iinfo(np.int32).max), axis=1,
+                       kind="stable")
+    return {"mask_positions": np.take_along_axis(positions, order, axis=1),
+            "mask_ids": np.take_along_axis(ids, order, axis=1),
+            "mask_weights": np.take_along_axis(weights, order, axis=1)}
+
+
 def mask_video_text(token_ids, text_vocabulary_size, visual_vocabulary_size, mask_token_id,
                     special_token_ids=(), mask_rate=0.15, max_predictions=None,
-                    mask_token_rate=0.8, random_token_rate=0.1, rng=None):
+                    mask_token_rate=0.8, random_token_rate=0.1, text_mask_rate=None,
+                    visual_mask_rate=None, rng=None):
     """BERT masking over both modalities; random replacements stay in their modality.
 
     Args:
@@ -205,6 +222,11 @@ def mask_video_text(token_ids, text_vocabulary_size, visual_vocabulary_size, mas
         mask_token_id, special_token_ids, mask_rate, max_predictions, mask_token_rate,
             random_token_rate: as in `masked_lm.mask_tokens` (special ids include [CLS],
             [SEP], [>] and padding).
+        text_mask_rate, visual_mask_rate: optional rates per modality, each drawn over
+            that modality's tokens of a row (e.g. a higher text rate makes joint examples
+            predict more words from the video, the skill zero-shot classification uses);
+            setting either masks the two modalities separately, the other at `mask_rate`.
+            `max_predictions` is then the length of each modality's list.
         rng: a numpy Generator or a seed.
 
     Returns:
@@ -224,10 +246,30 @@ def mask_video_text(token_ids, text_vocabulary_size, visual_vocabulary_size, mas
             f"`token_ids` must lie in [0, {total}) (text then visual vocabulary); received "
             f"values in [{token_ids.min()}, {token_ids.max()}]."
         )
-    out = mask_tokens(token_ids, total, mask_token_id, special_token_ids=special_token_ids,
-                      mask_rate=mask_rate, max_predictions=max_predictions,
-                      mask_token_rate=mask_token_rate, random_token_rate=random_token_rate,
-                      rng=rng)
+    for name, value in (("text_mask_rate", text_mask_rate),
+                        ("visual_mask_rate", visual_mask_rate)):
+        if value is not None and not 0.0 < value <= 1.0:
+            raise ValueError(f"`{name}` must be None or in (0, 1]; received {value}.")
+    common = dict(mask_token_id=mask_token_id, max_predictions=max_predictions,
+                  mask_token_rate=mask_token_rate, random_token_rate=random_token_rate,
+                  rng=rng)
+    if text_mask_rate is None and visual_mask_rate is None:
+        out = mask_tokens(token_ids, total, special_token_ids=special_token_ids,
+                          mask_rate=mask_rate, **common)
+    else:
+        # Each modality masked on its own: the other one's ids count as special there.
+        text_ids = np.arange(text_vocabulary_size)
+        visual_ids = np.arange(text_vocabulary_size, total)
+        specials = np.asarray(sorted(int(t) for t in special_token_ids), np.int64)
+        text_part = mask_tokens(token_ids, total, mask_rate=text_mask_rate or mask_rate,
+                                special_token_ids=np.union1d(specials, visual_ids), **common)
+        visual_part = mask_tokens(text_part["token_ids"], total,
+                                  mask_rate=visual_mask_rate or mask_rate,
+                                  special_token_ids=np.union1d(specials, text_ids), **common)
+        # The second pass must not pick a [MASK] the first one wrote: text ids are special
+        # there, [MASK] among them, so the two position sets are disjoint.
+        out = _merge_predictions([text_part, visual_part])
+        out["token_ids"] = visual_part["token_ids"]
     corrupted = out["token_ids"]
     replaced = (corrupted != token_ids) & (corrupted != mask_token_id)
     rows, columns = np.nonzero(replaced)
@@ -238,7 +280,8 @@ def mask_video_text(token_ids, text_vocabulary_size, visual_vocabulary_size, mas
         visual = originals >= text_vocabulary_size
         corrupted[rows[visual], columns[visual]] = rng.integers(
             text_vocabulary_size, total, size=int(visual.sum()))
-        corrupted[rows[~visual], columns[~visual]] = rng.choice(text_choices, size=int((~visual).sum()))
+        corrupted[rows[~visual], columns[~visual]] = rng.choice(
+            text_choices, size=int((~visual).sum()))
     out["mask_is_visual"] = (out["mask_weights"] > 0) & (out["mask_ids"] >= text_vocabulary_size)
     return out
 
@@ -246,12 +289,21 @@ def mask_video_text(token_ids, text_vocabulary_size, visual_vocabulary_size, mas
 class VideoTextMasking(DynamicMasking):
     """Fresh masks every epoch (RoBERTa's dynamic masking) over VideoBERT examples.
 
+    Mismatched joint pairs (alignment label 0) predict nothing by default: their caption
+    does not describe their video, so predicting its masked words beside that video would
+    teach the model to ignore the video, the opposite of what zero-shot classification and
+    the alignment head need. They are still corrupted like every other example (an
+    unmasked row would give its alignment label away) and still train alignment.
+
     Args:
         examples: dict from `video_text_examples`.
         dynamic: re-mask every epoch; False masks each example once.
-        seed: for reproducible masks; **mask_kwargs go to `mask_video_text`
-            (`text_vocabulary_size`, `visual_vocabulary_size`, `mask_token_id`,
-            `special_token_ids`, `mask_rate`, ...).
+        seed: for reproducible masks.
+        mask_mismatched: also predict the masked tokens of mismatched pairs, as BERT
+            does on its random next sentences.
+        **mask_kwargs: go to `mask_video_text` (`text_vocabulary_size`,
+            `visual_vocabulary_size`, `mask_token_id`, `special_token_ids`, `mask_rate`,
+            `text_mask_rate`, `visual_mask_rate`, ...).
 
     Example:
     >>> masking = VideoTextMasking(examples, text_vocabulary_size=100,
@@ -260,3 +312,15 @@ class VideoTextMasking(DynamicMasking):
     """
 
     mask_function = staticmethod(mask_video_text)
+
+    def __init__(self, examples, dynamic=True, seed=0, mask_mismatched=False, **mask_kwargs):
+        self.mask_mismatched = mask_mismatched
+        super().__init__(examples, dynamic=dynamic, seed=seed, **mask_kwargs)
+
+    def batch(self, indices, epoch=0):
+        out = super().batch(indices, epoch=epoch)
+        if not self.mask_mismatched and "alignment_labels" in out:
+            mismatched = (out["alignment_weights"] > 0) & (out["alignment_labels"] == 0)
+            for key in ("mask_weights", "mask_is_visual"):
+                out[key] = np.where(mismatched[:, None], 0, out[key]).astype(out[key].dtype)
+        return out
