@@ -61,7 +61,11 @@ All scripts run through `harness.py`:
 - Each JSON holds the commit (and the files modified at run time: the checkout is shared),
   date, machine, library versions, load average before, during and after, config, steps,
   warm-up and every step's seconds. **The CPU is shared**: a load average above the core
-  count means other work ran at the same time, and the ranges widen accordingly.
+  count means other work ran at the same time, and the ranges widen accordingly. Since
+  commit 1a38f88 a run also records its nice value and the CPU seconds that other
+  processes got while it ran (from /proc/stat, minus the run's own processes): runs made at
+  `nice -20` while other work was held at `nice 19` show a high load average but few CPU
+  seconds taken from them.
 """
 
 
@@ -205,8 +209,17 @@ def run_header(data):
             f"{', torch threads %s' % data['torch_threads'] if data.get('torch_threads') else ''}"
             f", load "
             f"{data['load_average_before'][0]:.2f} before / max {max(load_during):.2f} during "
-            f"/ {data['load_average_after'][0]:.2f} after; peak {peaks}. "
-            f"`{os.path.relpath(data['path'], BENCHMARKS_DIR)}`")
+            f"/ {data['load_average_after'][0]:.2f} after{contention_text(data)}; "
+            f"peak {peaks}. `{os.path.relpath(data['path'], BENCHMARKS_DIR)}`")
+
+
+def contention_text(data):
+    """What other processes took while the run ran (harness records since 1a38f88)."""
+    if data.get("background_cpu_seconds") is None:
+        return ""
+    nice = (data.get("priority") or {}).get("nice")
+    return (f"; nice {nice}, other processes used {data['background_cpu_seconds']:.0f} "
+            f"CPU s during the run")
 
 
 def measure_title(measure):

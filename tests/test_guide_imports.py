@@ -30,3 +30,28 @@ def test_guides_do_not_import_tensorflow(tmp_path):
                                               "KERAS_BACKEND": keras.backend.backend()})
     assert result.returncode == 0, result.stderr[-3000:]
     assert "tensorflow imported: False" in result.stdout
+
+
+# The later guides are run by their own tiny tests; here each is only imported, in a fresh
+# process, to show that importing a guide does not pull TensorFlow into a JAX/torch run.
+IMPORT_GUIDES = """
+import sys
+sys.path.insert(0, {guides!r})
+import importlib
+for name in {names!r}:
+    importlib.import_module(name)
+print("tensorflow imported:", "tensorflow" in sys.modules)
+"""
+LATER_GUIDES = ["distributed_training", "t5_span_corruption", "bart_denoising", "clip_digits",
+                "video_text", "ddpm_digits"]
+
+
+@pytest.mark.skipif(keras.backend.backend() == "tensorflow",
+                    reason="TensorFlow is the backend itself")
+def test_later_guides_import_without_tensorflow():
+    script = IMPORT_GUIDES.format(guides=os.path.abspath(GUIDES), names=LATER_GUIDES)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=600, env={**os.environ,
+                                              "KERAS_BACKEND": keras.backend.backend()})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "tensorflow imported: False" in result.stdout
