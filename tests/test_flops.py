@@ -78,3 +78,31 @@ def test_mfu_callback_reports_rates():
                         callbacks=[callback])
     assert history.history["tokens_per_second"][0] > 0
     assert 0 < history.history["mfu"][0] < 1
+
+
+def test_family_counters_answer_per_token_and_per_example(monkeypatch):
+    # A family registered with a counter of (FLOPs, tokens) per example answers both;
+    # one without falls back to the sequence formula.
+    monkeypatch.setitem(flops._FLOPS_COUNTERS, "pair_of_streams",
+                        lambda config, length: (1000 * length, 2 * length))
+    config = {"family": "pair_of_streams"}
+    assert flops.flops_per_example(config, 5) == 5000
+    assert flops.flops_per_token(config, 5) == 500  # 5000 over 2 x 5 tokens
+    gpt2 = dict(vocabulary_size=50257, hidden_dim=768, num_layers=12, num_heads=12,
+                intermediate_dim=3072, max_sequence_length=1024, final_norm=True)
+    assert flops.flops_per_example(gpt2, 1024) == 1024 * flops.flops_per_token(gpt2, 1024)
+    assert flops.stack_flops(10, 2, 4, 3) == 6 * 10 * 3 + 12 * 2 * 4 * 3 * 3
+    assert flops.stack_flops(10, 2, 4, 3, key_tokens=7) == 6 * 10 * 3 + 12 * 2 * 4 * 3 * 7
+    with pytest.raises(ValueError, match="counter"):
+        flops.register_flops_counter("pair_of_streams", 3)
+
+
+@pytest.mark.parametrize("name, tokens", [
+    ("clip-vit-base-patch32", 49 + 1 + 48), ("clip-vit-base-patch16", 196 + 1 + 48),
+    ("clip-vit-large-patch14", 256 + 1 + 48), ("univl-base", 48 + 48 + 48)])
+def test_multi_stream_presets_answer_without_allocating(name, tokens):
+    # Per token is per example over every stream's tokens (image patches + [CLS] and
+    # text for CLIP; text, frames and caption for UniVL at length 48).
+    per_example = flops.flops_per_example(name, 48)
+    assert flops.flops_per_token(name, 48) == pytest.approx(per_example / tokens)
+    assert 2 * flops.count_params(name) < per_example / tokens < 6 * flops.count_params(name)

@@ -107,6 +107,121 @@ def test_preset_param_counts():
              intermediate_dim=3072))
 
 
+def test_flops_count_each_kernel_on_the_tokens_it_sees(clip):
+    # Independent of the analytic counter: the built model's own kernels, each times the
+    # tokens it multiplies (patches, image tokens, text tokens, one pooled vector), plus
+    # QK^T and AV in each tower (12 L d T^2: forward and backward).
+    text_length, patches = 10, (16 // 4) ** 2
+    expected = 0
+    for weight in clip.weights:
+        if not weight.path.endswith("kernel"):
+            continue
+        if "patch_projection" in weight.path:
+            tokens = patches
+        elif weight.path.startswith("vision_encoder/"):
+            tokens = patches + 1
+        elif weight.path.startswith("text_encoder/"):
+            tokens = text_length
+        else:  # image_projection, text_projection: the pooled vector
+            tokens = 1
+        expected += 6 * int(np.prod(weight.shape)) * tokens
+    expected += 12 * 2 * 32 * (patches + 1) ** 2 + 12 * 2 * 32 * text_length ** 2
+    config = {**clip.get_config(), "family": "clip"}
+    assert flops.flops_per_example(config, text_length) == expected
+    assert flops.flops_per_token(config, text_length) == expected / (patches + 1 + text_length)
+    with pytest.raises(ValueError, match="sequence_length"):
+        flops.flops_per_token(config, 13)  # max_sequence_length is 12
+
+
+def test_preset_flops_equal_open_clip_profile():
+    # open_clip docs/model_profile.csv: forward GFLOPs of OpenAI's models, one 224x224
+    # image and 77 text tokens (image_gflops + text_gflops); training is 3x forward.
+    for name, gflops in (("clip-vit-base-patch32", 14.78), ("clip-vit-base-patch16", 41.09),
+                         ("clip-vit-large-patch14", 175.33)):
+        assert flops.flops_per_example(name, 77) / 3e9 == pytest.approx(gflops, abs=0.01)
+        tokens = (224 // int(name[-2:])) ** 2 + 1 + 77
+        assert flops.flops_per_token(name, 77) == pytest.approx(
+            flops.flops_per_example(name, 77) / tokens)
+
+
+def test_with_image_size_is_the_identity_at_the_same_size_and_runs_at_another(clip):
+    x = pairs(2)
+    same = clip.with_image_size(16)
+    for a, b in zip(clip.weights, same.weights):
+        np.testing.assert_array_equal(to_numpy(a), to_numpy(b), err_msg=a.path)
+    np.testing.assert_allclose(to_numpy(same(x))["logits_per_image"],
+                               to_numpy(clip(x))["logits_per_image"], atol=1e-6)
+    vision = clip.vision_encoder.with_image_size((24, 20))
+    assert vision.grid_size == (6, 5) and clip.vision_encoder.grid_size == (4, 4)
+    out = to_numpy(vision(np.ones((2, 24, 20, 3), "float32")))
+    assert out["sequence_output"].shape == (2, 31, 32) and np.isfinite(out["pooled_output"]).all()
+    table = to_numpy(vision.get_layer("embedding").position_embedding.embeddings)
+    original = to_numpy(clip.vision_encoder.get_layer("embedding").position_embedding.embeddings)
+    np.testing.assert_array_equal(table[0], original[0])  # the [CLS] position is kept
+    bigger = clip.with_image_size(32)
+    assert bigger.encode_image(np.ones((3, 32, 32, 3))).shape == (3, 16)
+    np.testing.assert_allclose(bigger.encode_text(x["token_ids"]), clip.encode_text(x["token_ids"]),
+                               atol=1e-6)
+    with pytest.raises(ValueError, match="image_size"):
+        clip.vision_encoder.with_image_size(18)  # not a multiple of the 4-pixel patch
+    with pytest.raises(ValueError, match="image_size"):
+        clip.with_image_size((16, 0))
+
+
+def test_with_image_size_matches_transformers_interpolate_pos_encoding(tmp_path):
+    torch = pytest.importorskip("torch")
+    from transformers import CLIPVisionModel
+
+    torch.manual_seed(2)
+    model = CLIPVisionModel(hf_config(97).vision_config).eval()
+    perturb_norms_and_biases(model)
+    model.save_pretrained(str(tmp_path))
+    images = np.random.RandomState(5).rand(2, 3, 24, 24).astype("float32")
+    with torch.no_grad():
+        ref = model(pixel_values=torch.tensor(images), interpolate_pos_encoding=True)
+    encoder = CLIPVisionEncoder.from_huggingface(str(tmp_path)).with_image_size(24)
+    out = to_numpy(encoder(images.transpose(0, 2, 3, 1)))
+    np.testing.assert_allclose(out["sequence_output"], ref.last_hidden_state.numpy(), atol=1e-4)
+    np.testing.assert_allclose(out["pooled_output"], ref.pooler_output.numpy(), atol=1e-4)
+
+
+def test_penultimate_sequence_output_matches_transformers_hidden_states(tmp_path):
+    # Stable Diffusion 2: final_layer_norm(hidden_states[-2]); three blocks so that -2 is
+    # neither the first nor the last.
+    torch = pytest.importorskip("torch")
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(3)
+    config = CLIPTextConfig(vocab_size=99, hidden_size=32, intermediate_size=64,
+                            num_hidden_layers=3, num_attention_heads=4,
+                            max_position_embeddings=16, eos_token_id=97, bos_token_id=1,
+                            pad_token_id=0)
+    model = CLIPTextModel(config).eval()
+    perturb_norms_and_biases(model)
+    model.save_pretrained(str(tmp_path))
+    ids = np.array([[1, 5, 9, 33, 97, 0], [1, 7, 97, 0, 0, 0]])
+    with torch.no_grad():
+        ref = model(input_ids=torch.tensor(ids), output_hidden_states=True)
+        # transformers 5 puts the layers on the model itself, 4 under `text_model`.
+        norm = getattr(model, "text_model", model).final_layer_norm
+        expected = {layer: norm(ref.hidden_states[layer]).numpy() for layer in (-2, 1)}
+    for layer, hidden_index in ((-2, -2), (0, 1)):
+        encoder = CLIPTextEncoder.from_huggingface(str(tmp_path), sequence_output_layer=layer)
+        out = to_numpy(encoder(ids.astype("int32")))
+        np.testing.assert_allclose(out["sequence_output"], expected[hidden_index], atol=1e-4)
+        # The pooled text feature stays the last block's.
+        np.testing.assert_allclose(out["pooled_output"], ref.pooler_output.numpy(), atol=1e-4)
+    assert not np.allclose(expected[-2], ref.last_hidden_state.numpy(), atol=1e-2)
+    restored = CLIPTextEncoder.from_config(encoder.get_config())
+    assert restored.sequence_output_layer == 0
+    with pytest.raises(ValueError, match="sequence_output_layer"):
+        CLIPTextEncoder(vocabulary_size=10, num_layers=2, num_heads=2, hidden_dim=8,
+                        intermediate_dim=8, sequence_output_layer=-3)
+    with pytest.raises(ValueError, match="sequence_output_layer"):
+        CLIPTextEncoder(vocabulary_size=10, num_layers=2, num_heads=2, hidden_dim=8,
+                        intermediate_dim=8, sequence_output_layer=2)
+
+
 def test_losses_and_recall_against_numpy():
     rng = np.random.RandomState(0)
     logits = rng.normal(size=(5, 5)).astype("float32") * 3
@@ -162,8 +277,16 @@ def test_bad_input_raises_clear_errors(clip):
         clip.encode_image(np.zeros((2, 32, 32, 3)))
     with pytest.raises(ValueError, match="images"):
         clip.encode_image(np.zeros((16, 16, 3)))
-    with pytest.raises(ValueError, match="patches|shape|incompatible"):
+    with pytest.raises(ValueError, match=r"`images` must be \[batch, 16, 16, 3\].*with_image_size"):
         clip.vision_encoder(np.zeros((1, 32, 32, 3), "float32"))
+    with pytest.raises(ValueError, match=r"`images`.*num_channels=3"):
+        clip.vision_encoder(np.zeros((1, 16, 16, 1), "float32"))
+    with pytest.raises(ValueError, match=r"`images`.*image_size=\(16, 16\)"):
+        clip({"images": np.zeros((1, 24, 24, 3), "float32"),
+              "token_ids": np.ones((1, 5), "int32")})
+    with pytest.raises(ValueError, match="`token_ids`.*vocabulary_size=50"):
+        clip({"images": np.zeros((1, 16, 16, 3), "float32"),
+              "token_ids": np.full((1, 5), 50, "int32")})
     with pytest.raises(ValueError, match="token_ids"):
         clip.encode_text(np.array([[1, 2, 50]]))
     with pytest.raises(ValueError, match="token_ids"):

@@ -3,8 +3,10 @@ import pytest
 
 import keras
 
+from keras_bigmodels import flops
 from keras_bigmodels.losses import frame_nce_loss, mil_nce_loss
 from keras_bigmodels.models.univl import OBJECTIVES, UniVLBackbone, UniVLPretrainer
+from keras_bigmodels.models.univl.config import univl_params
 from keras_bigmodels.objectives.univl import caption_targets, mask_frames, univl_batch
 from tests.testing import to_numpy
 
@@ -198,6 +200,87 @@ def test_from_text_encoder_copies_bert():
         UniVLBackbone.from_text_encoder(make_backbone(), video_feature_dim=FEATURES)
 
 
+def test_param_count_is_analytic():
+    config = dict(vocabulary_size=40, video_feature_dim=12, num_text_layers=2,
+                  num_video_layers=1, num_cross_layers=1, num_decoder_layers=2, num_heads=2,
+                  hidden_dim=32, intermediate_dim=48, max_sequence_length=8, max_frames=6)
+    assert UniVLBackbone(**config).count_params() == univl_params(config)
+    assert flops.count_params({**config, "family": "univl"}) == univl_params(config)
+
+
+def test_preset_count_equals_transformers_modules():
+    # The paper's UniVL counted from transformers' BERT modules on the meta device (no
+    # memory): BERT-base (bert-base-uncased, pooler included) as the text encoder; the
+    # video encoder a frame Linear, 512 positions, a LayerNorm and 6 BertLayers; the
+    # cross encoder 1024 positions, 2 type rows, a LayerNorm, 2 BertLayers and a pooler;
+    # the decoder 512 positions, a LayerNorm and 3 BertLayers with cross-attention.
+    torch = pytest.importorskip("torch")
+    from transformers import BertConfig, BertModel
+    from transformers.models.bert.modeling_bert import BertLayer, BertPooler
+
+    def count(module):
+        return sum(p.numel() for p in module.parameters())
+
+    with torch.device("meta"):
+        bert = BertConfig(vocab_size=30522, hidden_size=768, num_hidden_layers=12,
+                          num_attention_heads=12, intermediate_size=3072,
+                          max_position_embeddings=512, type_vocab_size=2)
+        decoder_config = BertConfig(is_decoder=True, add_cross_attention=True)
+        layer, decoder_layer = count(BertLayer(bert)), count(BertLayer(decoder_config))
+        text = count(BertModel(bert))
+        frame_projection = count(torch.nn.Linear(1024, 768))
+        norm, pooler = count(torch.nn.LayerNorm(768)), count(BertPooler(bert))
+    assert text == 109_482_240  # bert-base-uncased
+    video = frame_projection + 512 * 768 + norm + 6 * layer
+    cross = (1024 + 2) * 768 + norm + 2 * layer + pooler
+    decoder = 512 * 768 + norm + 3 * decoder_layer
+    assert flops.count_params("univl-base") == text + video + cross + decoder == 197_497_344
+    # The reference code's backbone: + a video pooler, + a LayerNorm on the 1024-dim
+    # features, - the decoder's positions (it reads BERT's): 197,696,768.
+    assert text + video + cross + decoder + pooler + 2 * 1024 - 512 * 768 == 197_696_768
+    backbone = UniVLBackbone.from_preset("univl-base", num_text_layers=1, num_video_layers=1,
+                                         num_cross_layers=1, num_decoder_layers=1)
+    assert (backbone.video_feature_dim, backbone.hidden_dim, backbone.max_frames) == (
+        1024, 768, 512)
+
+
+def test_flops_count_each_kernel_on_the_tokens_it_sees():
+    # Independent of the analytic counter: the built backbone's kernels, each times the
+    # tokens it multiplies, plus the caption's tied output layer and the attention
+    # products (12 L d T K: forward and backward, T queries over K keys).
+    backbone = make_backbone(num_text_layers=2, num_decoder_layers=2)
+    text, frames, hidden = 6, 3, 32
+    joint = text + frames
+    expected = 0
+    for weight in backbone.weights:
+        path = weight.path
+        if not path.endswith("kernel"):
+            continue
+        if "pooler" in path:
+            tokens = 1
+        elif path.startswith(("frame_projection", "video_layer")):
+            tokens = frames
+        elif path.startswith("cross_layer"):
+            tokens = joint
+        elif "cross_attention/key" in path or "cross_attention/value" in path:
+            tokens = joint  # the decoder's keys and values come from the cross encoder
+        else:  # the text encoder's and the decoder's other kernels
+            tokens = text
+        expected += 6 * int(np.prod(weight.shape)) * tokens
+    expected += 6 * SPECIAL["vocabulary_size"] * hidden * text  # tied caption output layer
+    expected += 12 * hidden * (2 * text * text + 1 * frames * frames + 1 * joint * joint
+                               + 2 * text * text + 2 * text * joint)
+    config = {**backbone.get_config(), "family": "univl"}
+    assert flops.flops_per_example(config, (text, frames)) == expected
+    assert flops.flops_per_token(config, (text, frames)) == expected / (2 * text + frames)
+    assert flops.flops_per_example(config, 3) == flops.flops_per_example(config, (3, 3))
+    for bad in ((9, 2), (4, 5), 0, "48"):  # max_sequence_length 8, max_frames 4
+        with pytest.raises(ValueError, match="sequence_length"):
+            flops.flops_per_token(config, bad)
+    # The paper's pretraining lengths (48 words, 64 frames); summed by hand: ~67.7 GFLOP.
+    assert flops.flops_per_example("univl-base", (48, 64)) == pytest.approx(67.78e9, rel=1e-3)
+
+
 def test_bad_inputs_raise_naming_the_argument():
     task = UniVLPretrainer(make_backbone(), objectives="all")
     data = batch(0)
@@ -205,6 +288,25 @@ def test_bad_inputs_raise_naming_the_argument():
         task({k: v for k, v in data.items() if k != "decoder_target_ids"})
     with pytest.raises(ValueError, match="`frames`"):
         task({**data, "frames": data["frames"][:, :, :5]})
+    backbone = task.backbone
+    ids = np.array([[2, 7, 3]], "int32")
+    inputs = {"token_ids": ids, "padding_mask": np.ones_like(ids),
+              "frames": np.zeros((1, FRAMES, FEATURES), "float32"),
+              "frame_mask": np.ones((1, FRAMES), "int32"), "decoder_token_ids": ids,
+              "decoder_padding_mask": np.ones_like(ids)}
+    vocabulary = SPECIAL["vocabulary_size"]
+    with pytest.raises(ValueError, match=f"`decoder_token_ids` holds id {vocabulary}"):
+        backbone({**inputs, "decoder_token_ids": np.array([[2, vocabulary, 3]], "int32")})
+    with pytest.raises(ValueError, match="`token_ids` holds id -1"):
+        backbone({**inputs, "token_ids": np.array([[2, -1, 3]], "int32")})
+    with pytest.raises(ValueError, match="`frame_mask`"):
+        backbone({**inputs, "frame_mask": np.ones((1, FRAMES + 1), "int32")})
+    with pytest.raises(ValueError, match="`decoder_padding_mask`"):
+        backbone({**inputs, "decoder_padding_mask": np.ones((1, 2), "int32")})
+    with pytest.raises(ValueError, match=f"`frames` must be \\[batch, frames, {FEATURES}\\]"):
+        backbone.encode_video(np.zeros((1, FRAMES, 5), "float32"), np.ones((1, FRAMES)))
+    with pytest.raises(ValueError, match="`token_ids`"):
+        backbone.encode_text(np.array([[2, vocabulary]]), np.ones((1, 2)))
     with pytest.raises(ValueError, match="`objectives`"):
         UniVLPretrainer(make_backbone(), objectives=["joint", "contrastive"])
     with pytest.raises(ValueError, match="`alignment_negatives`"):

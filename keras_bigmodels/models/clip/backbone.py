@@ -23,7 +23,7 @@ from keras_bigmodels.layers.transformer import TransformerEncoderBlock
 from keras_bigmodels.models.base import Backbone
 from keras_bigmodels.models.clip.config import (SHARED_KEYS, TEXT_KEYS, VISION_KEYS,
                                                tower_kwargs)
-from keras_bigmodels.models.vit.backbone import ViTEmbedding
+from keras_bigmodels.models.vit.backbone import ViTEmbedding, interpolate_position_embeddings
 from keras_bigmodels.utils import check_pair, check_positive_int, check_transformer_dims
 
 HUGGINGFACE_MAPPING = "keras_bigmodels.models.clip.huggingface"
@@ -139,6 +139,64 @@ class CLIPVisionEncoder(_TowerPresets, Backbone):
         self.attention_dropout = attention_dropout
         self.use_fused_attention = use_fused_attention
 
+    def check_images(self, images, name="images"):
+        """Raise a ValueError naming `images` unless its shape fits this encoder."""
+        check_image_shape(images, self.image_size, self.num_channels, name)
+
+    def __call__(self, *args, **kwargs):
+        # Before Keras' input-spec check, whose message says neither the size the
+        # encoder was built for nor how to run at another one.
+        self.check_images(args[0] if args else kwargs.get("inputs"))
+        return super().__call__(*args, **kwargs)
+
+    def with_image_size(self, image_size):
+        """A copy of this encoder for another resolution, positions resized bicubically.
+
+        The patch-position table is resized as an image (torch's bicubic, a = -0.75, as
+        transformers' `interpolate_pos_encoding=True` does on every call, here once on
+        the weights); the [CLS] position and every other weight are copied. At the
+        encoder's own size the copy computes the same function.
+
+        Args:
+            image_size: int or (height, width), each divisible by `patch_size`.
+
+        Example:
+        >>> encoder = CLIPVisionEncoder(image_size=32, patch_size=8, num_layers=2,
+        ...                             num_heads=2, hidden_dim=32, intermediate_dim=64)
+        >>> encoder.with_image_size(48)(np.zeros((1, 48, 48, 3)))["pooled_output"].shape
+        (1, 32)
+        """
+        config = self.get_config()
+        config["image_size"] = list(check_pair(image_size, "image_size"))
+        new = self.__class__.from_config(config)
+        copy_with_resized_positions(self, new, self, new)
+        return new
+
+
+def check_image_shape(images, image_size, num_channels, name="images"):
+    """Raise a ValueError naming `name` unless it is [batch, *image_size, num_channels]."""
+    shape = getattr(images, "shape", None)
+    if shape is None:
+        return
+    expected = (*image_size, num_channels)
+    if len(shape) != 4 or any(s is not None and s != e for s, e in zip(shape[1:], expected)):
+        raise ValueError(
+            f"`{name}` must be [batch, {expected[0]}, {expected[1]}, {expected[2]}] "
+            f"(image_size={tuple(image_size)}, num_channels={num_channels}, channels last); "
+            f"received shape {tuple(shape)}. For another resolution use "
+            "`with_image_size(...)`, which interpolates the position embeddings.")
+
+
+def copy_with_resized_positions(source, target, source_vision, target_vision):
+    """Copy `source`'s weights into `target` (same architecture but the image size),
+    the vision position table resized from `source_vision`'s grid to `target_vision`'s."""
+    table = source_vision.get_layer("embedding").position_embedding.embeddings
+    resized = ops.convert_to_numpy(interpolate_position_embeddings(
+        table, source_vision.grid_size, target_vision.grid_size))
+    target_table = target_vision.get_layer("embedding").position_embedding.embeddings
+    for old, new in zip(source.weights, target.weights):
+        new.assign(resized if new is target_table else old)
+
 
 def end_of_text_positions(token_ids, eos_token_id=None):
     """[batch] positions CLIP pools the text at: the end-of-text token of each row.
@@ -196,9 +254,11 @@ class CLIPTextEncoder(_TowerPresets, Backbone):
 
     A pre-norm Transformer with a causal mask over token + learned position embeddings,
     then a final LayerNorm. Outputs a dict: `sequence_output` [batch, length, hidden_dim]
-    (after the final LayerNorm: what Stable Diffusion v1 conditions on) and
-    `pooled_output` [batch, hidden_dim] (the state at the end-of-text token, see
-    `end_of_text_positions`). Rows are padded on the right; the causal mask keeps the
+    (a block's output after the final LayerNorm: the last block's by default, what Stable
+    Diffusion v1 conditions on; the penultimate one's with `sequence_output_layer=-2`,
+    what Stable Diffusion 2 conditions on) and `pooled_output` [batch, hidden_dim] (the
+    last block's state at the end-of-text token, final-layernormed, see
+    `end_of_text_positions`; CLIP's text feature whatever `sequence_output_layer` is). Rows are padded on the right; the causal mask keeps the
     padding from changing any earlier state, so there is no padding mask.
 
     Args:
@@ -209,6 +269,10 @@ class CLIPTextEncoder(_TowerPresets, Backbone):
             "gelu" for OpenCLIP's).
         layer_norm_epsilon: epsilon of every LayerNorm.
         eos_token_id: the end-of-text id to pool at; None takes each row's largest id.
+        sequence_output_layer: the block whose output (final-layernormed) is
+            `sequence_output`, counted from the end when negative: -1 the last (CLIP,
+            Stable Diffusion v1), -2 the penultimate (Stable Diffusion 2, transformers'
+            `final_layer_norm(hidden_states[-2])`). In [-num_layers, num_layers).
         dropout: residual dropout; attention_dropout: on attention probabilities.
         use_fused_attention: use `keras.ops.dot_product_attention` when possible.
         dtype: dtype policy.
@@ -218,19 +282,24 @@ class CLIPTextEncoder(_TowerPresets, Backbone):
     ...                           num_heads=2, hidden_dim=32, intermediate_dim=64)
     >>> encoder(np.array([[98, 5, 7, 99, 0]]))["sequence_output"].shape
     (1, 5, 32)
+    >>> sd2_style = CLIPTextEncoder(vocabulary_size=100, max_sequence_length=16, num_layers=2,
+    ...                             num_heads=2, hidden_dim=32, intermediate_dim=64,
+    ...                             sequence_output_layer=-2)
     """
 
     family = "clip"
     tower_keys = TEXT_KEYS
     config_keys = ("vocabulary_size", "max_sequence_length", "num_layers", "num_heads",
                    "hidden_dim", "intermediate_dim", "activation", "layer_norm_epsilon",
-                   "eos_token_id", "dropout", "attention_dropout", "use_fused_attention")
+                   "eos_token_id", "sequence_output_layer", "dropout", "attention_dropout",
+                   "use_fused_attention")
     huggingface_mapping = HUGGINGFACE_MAPPING
 
     def __init__(self, vocabulary_size=49408, max_sequence_length=77, num_layers=12,
                  num_heads=8, hidden_dim=512, intermediate_dim=2048, activation="quick_gelu",
-                 layer_norm_epsilon=1e-5, eos_token_id=None, dropout=0.0,
-                 attention_dropout=0.0, use_fused_attention=None, dtype=None, **kwargs):
+                 layer_norm_epsilon=1e-5, eos_token_id=None, sequence_output_layer=-1,
+                 dropout=0.0, attention_dropout=0.0, use_fused_attention=None, dtype=None,
+                 **kwargs):
         check_transformer_dims(vocabulary_size=vocabulary_size,
                                max_sequence_length=max_sequence_length, num_layers=num_layers,
                                num_heads=num_heads, hidden_dim=hidden_dim,
@@ -238,6 +307,14 @@ class CLIPTextEncoder(_TowerPresets, Backbone):
         if eos_token_id is not None and not 0 <= eos_token_id < vocabulary_size:
             raise ValueError(f"`eos_token_id` must be None (pool at each row's largest id) or "
                              f"an id in [0, {vocabulary_size}); received {eos_token_id!r}.")
+        if (isinstance(sequence_output_layer, bool)
+                or not isinstance(sequence_output_layer, (int, np.integer))
+                or not -num_layers <= sequence_output_layer < num_layers):
+            raise ValueError(
+                f"`sequence_output_layer` must be a block index in [{-num_layers}, "
+                f"{num_layers}) (-1: the last block, -2: the penultimate, as Stable "
+                f"Diffusion 2); received {sequence_output_layer!r}.")
+        selected = int(sequence_output_layer) % num_layers
         with keras.name_scope(_default_name(kwargs, "clip_text_encoder")):
             token_ids = keras.Input((None,), dtype="int32", name="token_ids")
             x = TransformerEmbedding(
@@ -255,11 +332,17 @@ class CLIPTextEncoder(_TowerPresets, Backbone):
                     use_fused_attention=use_fused_attention, dtype=dtype,
                     name=f"transformer_layer_{i}",
                 )(x, use_causal_mask=True)
-            x = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, dtype=dtype,
-                                                name="final_norm")(x)
+                if i == selected:
+                    selected_state = x
+            final_norm = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon,
+                                                         dtype=dtype, name="final_norm")
+            x = final_norm(x)
             pooled = EndOfTextPooling(eos_token_id, dtype=dtype, name="pooling")(x, token_ids)
+            # The same LayerNorm (its weights) on the chosen block, as SD2's OpenCLIP
+            # embedder applies `ln_final` after stopping one block early.
+            sequence = x if selected == num_layers - 1 else final_norm(selected_state)
         super().__init__(inputs=token_ids,
-                         outputs={"sequence_output": x, "pooled_output": pooled},
+                         outputs={"sequence_output": sequence, "pooled_output": pooled},
                          dtype=dtype, **kwargs)
         self.vocabulary_size = vocabulary_size
         self.max_sequence_length = max_sequence_length
@@ -270,6 +353,7 @@ class CLIPTextEncoder(_TowerPresets, Backbone):
         self.activation = activation
         self.layer_norm_epsilon = layer_norm_epsilon
         self.eos_token_id = eos_token_id
+        self.sequence_output_layer = int(sequence_output_layer)
         self.dropout = dropout
         self.attention_dropout = attention_dropout
         self.use_fused_attention = use_fused_attention
@@ -429,6 +513,28 @@ class CLIPBackbone(Backbone):
         self.projection_dim = projection_dim
         self.initial_logit_scale = initial_logit_scale
         self.max_logit_scale = max_logit_scale
+
+    def __call__(self, *args, **kwargs):
+        # Before Keras' input-spec check, whose message says neither the size the model
+        # was built for nor how to run at another one.
+        inputs = args[0] if args else kwargs.get("inputs")
+        if isinstance(inputs, dict) and "images" in inputs:
+            check_image_shape(inputs["images"], self.image_size, self.num_channels)
+        return super().__call__(*args, **kwargs)
+
+    def with_image_size(self, image_size):
+        """A copy of this model for another image resolution, the image tower's positions
+        resized bicubically (see `CLIPVisionEncoder.with_image_size`); the text tower, the
+        projections and the temperature are copied.
+
+        Example:
+        >>> clip_336 = CLIPBackbone.from_preset("clip-vit-large-patch14").with_image_size(336)
+        """
+        config = self.get_config()
+        config["image_size"] = list(check_pair(image_size, "image_size"))
+        new = self.__class__.from_config(config)
+        copy_with_resized_positions(self, new, self.vision_encoder, new.vision_encoder)
+        return new
 
     # One tower at a time --------------------------------------------------------------
     def _tower_model(self, kind):

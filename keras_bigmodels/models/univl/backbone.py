@@ -11,7 +11,8 @@ from keras_bigmodels.layers.transformer import (TransformerDecoderBlock,
 from keras_bigmodels.models.base import Backbone
 # A composite: UniVL's text encoder is BERT.
 from keras_bigmodels.models.bert.backbone import BertBackbone
-from keras_bigmodels.utils import check_in, check_positive_int, check_transformer_dims
+from keras_bigmodels.utils import (check_in, check_positive_int, check_token_ids,
+                                   check_transformer_dims)
 
 
 @keras.saving.register_keras_serializable(package="keras_bigmodels")
@@ -104,6 +105,17 @@ def mean_pool(sequence, mask):
     return ops.sum(sequence * weights, axis=1) / ops.maximum(ops.sum(weights, axis=1), 1.0)
 
 
+def _check_mask(mask, shape, name, of):
+    """Raise a ValueError naming `name` unless it is [batch, length] as `of` is."""
+    mask_shape = tuple(getattr(mask, "shape", ()))
+    if mask is None or not mask_shape or len(shape) < 2:
+        return
+    if len(mask_shape) != 2 or any(a is not None and b is not None and a != b
+                                   for a, b in zip(mask_shape, shape[:2])):
+        raise ValueError(f"`{name}` must be [batch, length] = {tuple(shape[:2])}, one entry per "
+                         f"position of `{of}`; received shape {mask_shape}.")
+
+
 @keras.saving.register_keras_serializable(package="keras_bigmodels")
 class UniVLBackbone(Backbone):
     """UniVL (Luo et al. 2020): a unified video and language model of four Transformers.
@@ -119,8 +131,8 @@ class UniVLBackbone(Backbone):
       its own.
 
     The paper's sizes: 768 hidden, 12 heads, 12 text, 6 video, 2 cross and 3 decoder layers,
-    S3D features of 1024 per frame (`UniVLBackbone(vocabulary_size=30522,
-    video_feature_dim=1024)`).
+    S3D features of 1024 per frame: `UniVLBackbone.from_preset("univl-base")` (its tables
+    sized as the reference code's, see `keras_bigmodels.models.univl.config`).
 
     Args:
         vocabulary_size: token ids of the text (and caption) vocabulary.
@@ -331,6 +343,7 @@ class UniVLBackbone(Backbone):
         Example:
         >>> backbone.encode_text(ids, ids > 0).shape
         """
+        self._check_ids(token_ids, padding_mask, "token_ids", "padding_mask")
         return self._encode_text(token_ids, padding_mask, training)
 
     def encode_video(self, frames, frame_mask, training=None):
@@ -340,6 +353,7 @@ class UniVLBackbone(Backbone):
         Example:
         >>> backbone.encode_video(np.zeros((1, 4, 16)), np.ones((1, 4))).shape
         """
+        self._check_frames(frames, frame_mask)
         return self._encode_video(frames, frame_mask, training)
 
     def cross_encode(self, text, padding_mask, video, frame_mask, training=None):
@@ -440,12 +454,24 @@ class UniVLBackbone(Backbone):
         if missing:
             raise ValueError(f"{type(self).__name__} needs a dict of {list(self.input_names)}; "
                              f"missing {missing}. Received keys {sorted(inputs)}.")
-        frames = inputs["frames"]
+        self._check_frames(inputs["frames"], inputs["frame_mask"])
+        self._check_ids(inputs["token_ids"], inputs["padding_mask"], "token_ids",
+                        "padding_mask")
+        self._check_ids(inputs["decoder_token_ids"], inputs["decoder_padding_mask"],
+                        "decoder_token_ids", "decoder_padding_mask")
+
+    def _check_frames(self, frames, frame_mask):
         shape = tuple(getattr(frames, "shape", ()))
         if len(shape) != 3 or shape[-1] != self.video_feature_dim:
             raise ValueError(f"`frames` must be [batch, frames, {self.video_feature_dim}] "
                              f"(video_feature_dim={self.video_feature_dim}); received shape "
                              f"{shape}.")
+        _check_mask(frame_mask, shape[:2], "frame_mask", "frames")
+
+    def _check_ids(self, token_ids, mask, name, mask_name):
+        # The embedding's own check names `token_ids` whichever input it reads.
+        check_token_ids(token_ids, self.vocabulary_size, name=name)
+        _check_mask(mask, tuple(getattr(token_ids, "shape", ())), mask_name, name)
 
     def __call__(self, *args, **kwargs):
         # Before Keras' input-spec check, whose message does not say what to pass.
