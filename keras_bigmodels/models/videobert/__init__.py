@@ -1,7 +1,8 @@
 """VideoBERT: visual words (hierarchical k-means), a BERT over text and video, zero-shot."""
 
 from keras_bigmodels.models.videobert.backbone import VideoBERTBackbone
-from keras_bigmodels.models.videobert.config import VIDEOBERT_PRESETS, videobert_params  # registers presets
+# Importing the config registers the presets.
+from keras_bigmodels.models.videobert.config import VIDEOBERT_PRESETS, videobert_params
 from keras_bigmodels.models.videobert.data import VideoBERTPretrainingDataset
 from keras_bigmodels.models.videobert.tasks import (
     VideoBERTPretrainer,

@@ -69,7 +69,8 @@ class VideoBERTBackbone(BertBackbone):
         >>> videobert = VideoBERTBackbone.from_bert(bert, visual_vocabulary_size=20736)
         """
         if not isinstance(bert_backbone, BertBackbone) or isinstance(bert_backbone, cls):
-            raise ValueError(f"`bert_backbone` must be a BertBackbone; received {type(bert_backbone).__name__}.")
+            raise ValueError(f"`bert_backbone` must be a BertBackbone; received "
+                             f"{type(bert_backbone).__name__}.")
         config = bert_backbone.get_config()
         config.pop("name", None)
         text_vocabulary_size = config.pop("vocabulary_size")

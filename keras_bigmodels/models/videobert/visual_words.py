@@ -107,7 +107,8 @@ class VideoTokenizer:
         if not isinstance(token_offset, (int, np.integer)) or token_offset < 0:
             raise ValueError(f"`token_offset` must be an int >= 0; received {token_offset!r}.")
         if feature_encoder is not None and not callable(feature_encoder):
-            raise ValueError(f"`feature_encoder` must be callable or None; received {feature_encoder!r}.")
+            raise ValueError(f"`feature_encoder` must be callable or None; received "
+                             f"{feature_encoder!r}.")
         self.num_levels = int(num_levels)
         self.branching_factor = int(branching_factor)
         self.token_offset = int(token_offset)
@@ -138,7 +139,8 @@ class VideoTokenizer:
             raise ValueError(f"`{name}` must be frames [..., H, W, C] for the `feature_encoder`; "
                              f"received shape {frames.shape}.")
         # The encoder sees a flat batch of frames; the leading (video, time) axes come back.
-        features = _as_features(self.feature_encoder(frames.reshape((-1,) + frames.shape[-3:])), name)
+        flat_frames = frames.reshape((-1,) + frames.shape[-3:])
+        features = _as_features(self.feature_encoder(flat_frames), name)
         return features.reshape(frames.shape[:-3] + features.shape[-1:])
 
     def fit(self, features, mask=None):
@@ -157,7 +159,8 @@ class VideoTokenizer:
         if mask is not None:
             mask = np.asarray(mask, bool)
             if mask.shape != features.shape[:-1]:
-                raise ValueError(f"`mask` must have shape {features.shape[:-1]}; received {mask.shape}.")
+                raise ValueError(f"`mask` must have shape {features.shape[:-1]}; received "
+                                 f"{mask.shape}.")
             flat = flat[mask.reshape(-1)]
         if len(flat) < self.branching_factor:
             raise ValueError(
@@ -199,7 +202,8 @@ class VideoTokenizer:
         >>> ids = tokenizer.encode(video_features)  # [videos, frames]
         """
         if not self.fitted:
-            raise ValueError("The VideoTokenizer is not fitted: call `fit(features)` or `load(path)` first.")
+            raise ValueError("The VideoTokenizer is not fitted: call `fit(features)` or "
+                             "`load(path)` first.")
         features = self._features(features, "features")
         if features.shape[-1] != self.feature_dim:
             raise ValueError(
@@ -224,7 +228,8 @@ class VideoTokenizer:
         if ids.size and (ids.min() < 0 or ids.max() >= self.vocabulary_size):
             raise ValueError(
                 f"`ids` must be visual word ids in [{self.token_offset}, "
-                f"{self.token_offset + self.vocabulary_size}); received {ids.min() + self.token_offset}"
+                f"{self.token_offset + self.vocabulary_size}); received "
+                f"{ids.min() + self.token_offset}"
                 f"..{ids.max() + self.token_offset}."
             )
         digits = []
@@ -303,7 +308,8 @@ class PixelPCA:
 
     def __init__(self, num_components=32):
         if not isinstance(num_components, (int, np.integer)) or num_components < 1:
-            raise ValueError(f"`num_components` must be a positive int; received {num_components!r}.")
+            raise ValueError(f"`num_components` must be a positive int; received "
+                             f"{num_components!r}.")
         self.num_components = int(num_components)
         self.mean = None
         self.components = None
@@ -312,7 +318,8 @@ class PixelPCA:
     def _flatten(frames):
         frames = np.asarray(frames, np.float32)
         if frames.ndim < 3:
-            raise ValueError(f"`frames` must be [..., H, W, C] images; received shape {frames.shape}.")
+            raise ValueError(f"`frames` must be [..., H, W, C] images; received shape "
+                             f"{frames.shape}.")
         return frames.reshape(frames.shape[:-3] + (-1,))
 
     def fit(self, frames):
