@@ -636,6 +636,25 @@ def cpu_snapshot():
     return busy / os.sysconf("SC_CLK_TCK"), own
 
 
+def process_cpu_seconds(pid):
+    """User + system CPU seconds of one live process (Linux /proc), None elsewhere."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    # After the command name: state is field 3, utime 14 and stime 15 (1-based, man proc).
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def background_seconds(before, after):
+    """CPU seconds that processes other than the measured worker took between two snapshots
+    of (machine busy seconds, worker CPU seconds); the harness's own share is negligible."""
+    if None in (*before, *after):
+        return None
+    return round((after[0] - before[0]) - (after[1] - before[1]), 2)
+
+
 def priority_facts():
     """This process's scheduling: its nice value and policy (recorded with every run)."""
     policy = None
@@ -827,9 +846,13 @@ def _run(benchmark, contenders, args, config, flops_per_unit, measure_order, out
                 name = worker.contender.name
                 if "error" in records[name]:
                     continue
+                before = (cpu_snapshot()[0], process_cpu_seconds(worker.process.pid))
+                call_started = time.perf_counter()
                 worker.send({"command": "measure", "measure": measure, "steps": args.steps,
                              "warmup": args.warmup})
                 reply = worker.receive()
+                after = (cpu_snapshot()[0], process_cpu_seconds(worker.process.pid))
+                call_seconds = time.perf_counter() - call_started
                 slot = entry["results"].setdefault(name, {"rounds": []})
                 if "error" in reply:
                     slot["error"] = reply["error"]
@@ -841,7 +864,10 @@ def _run(benchmark, contenders, args, config, flops_per_unit, measure_order, out
                 seconds = reply["seconds"]
                 slot["rounds"].append({
                     "seconds": seconds, "value": described["units"] * len(seconds) / sum(seconds),
-                    "position": sequence.index(worker)})
+                    "position": sequence.index(worker),
+                    # Warm-up and timed steps together: what other processes took meanwhile.
+                    "wall_seconds": round(call_seconds, 3),
+                    "background_cpu_seconds": background_seconds(before, after)})
                 slot["unit"] = described["unit"] + "/s"
                 slot["units_per_step"] = described["units"]
                 slot["peak_rss_mb_after"] = reply["peak_rss_mb"]

@@ -13,6 +13,7 @@ The summary block printed at the end is what the root README.md quotes (the lead
 
 import argparse
 import glob
+import datetime
 import json
 import os
 import statistics
@@ -211,6 +212,35 @@ def run_header(data):
             f"{data['load_average_before'][0]:.2f} before / max {max(load_during):.2f} during "
             f"/ {data['load_average_after'][0]:.2f} after{contention_text(data)}; "
             f"peak {peaks}. `{os.path.relpath(data['path'], BENCHMARKS_DIR)}`")
+
+
+def busy_text(data):
+    """How busy the machine was: other processes' CPU share where recorded, else the load."""
+    share = background_share(data)
+    if share is None:
+        return f"load up to {run_load(data):.1f}"
+    where = "in the timed rounds" if any(
+        r.get("wall_seconds") for e in data.get("measurements", {}).values()
+        for slot in e.get("results", {}).values() for r in slot.get("rounds", [])) else ""
+    return (f"nice {data['priority']['nice']}, other processes took {100 * share:.0f}% of "
+            f"the CPU{' ' + where if where else ''}")
+
+
+def background_share(data):
+    """Fraction of the machine's CPU time that other processes got: during the measured rounds
+    where the JSON records it per round, else over the whole run (builds and compiles too)."""
+    cores = data["machine"].get("cpu_count") or data["machine"]["cores"]
+    rounds = [r for entry in (data.get("measurements") or {}).values()
+              for slot in entry.get("results", {}).values() for r in slot.get("rounds", [])
+              if r.get("background_cpu_seconds") is not None and r.get("wall_seconds")]
+    if rounds:
+        taken = sum(r["background_cpu_seconds"] for r in rounds)
+        return min(1.0, max(0.0, taken / (sum(r["wall_seconds"] for r in rounds) * cores)))
+    if data.get("background_cpu_seconds") is None or not data.get("date_end"):
+        return None
+    seconds = (datetime.datetime.fromisoformat(data["date_end"])
+               - datetime.datetime.fromisoformat(data["date"])).total_seconds()
+    return min(1.0, max(0.0, data["background_cpu_seconds"] / max(seconds * cores, 1.0)))
 
 
 def contention_text(data):
@@ -494,7 +524,7 @@ def summary(results):
                         parts.append(f"{ratio_parts(entry, peer)} {peer.replace('_', '-')}")
                 lines.append(f"- {title} {measure_title(measure)}, {data['backend']}, tuning "
                              f"`{data['tuning']}` ({data['date'][:10]}, {data['rounds']} "
-                             f"rounds, load up to {run_load(data):.1f} on "
+                             f"rounds, {busy_text(data)} on "
                              f"{data['machine']['cores']} cores): ours " + ", ".join(parts))
     return lines
 
