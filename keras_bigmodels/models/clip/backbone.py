@@ -258,8 +258,9 @@ class CLIPTextEncoder(_TowerPresets, Backbone):
     Diffusion v1 conditions on; the penultimate one's with `sequence_output_layer=-2`,
     what Stable Diffusion 2 conditions on) and `pooled_output` [batch, hidden_dim] (the
     last block's state at the end-of-text token, final-layernormed, see
-    `end_of_text_positions`; CLIP's text feature whatever `sequence_output_layer` is). Rows are padded on the right; the causal mask keeps the
-    padding from changing any earlier state, so there is no padding mask.
+    `end_of_text_positions`: CLIP's text feature whatever `sequence_output_layer` is).
+    Rows are padded on the right; the causal mask keeps the padding from changing any
+    earlier state, so there is no padding mask.
 
     Args:
         vocabulary_size: token ids (49408 for OpenAI's BPE).
