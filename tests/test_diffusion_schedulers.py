@@ -8,6 +8,7 @@ from diffusers import DDIMScheduler, DDPMScheduler
 
 from keras_bigmodels.backend import compile_function
 from keras_bigmodels.generation.diffusion import (DiffusionSampler, inference_timesteps,
+                                                  keyed_normal, keyed_normal_numpy,
                                                   sampling_noise)
 from keras_bigmodels.objectives.diffusion import NoiseSchedule
 
@@ -177,24 +178,35 @@ def _toy_denoiser(x, t):
     return 0.3 * x + 0.1 * scale
 
 
+@pytest.mark.parametrize("in_loop", [True, False], ids=["keyed_noise", "given_noise"])
 @pytest.mark.parametrize("name,eta", [("ddim", 0.0), ("ddim", 0.7), ("ddpm", 0.0)])
-def test_compiled_sampling_loop_equals_diffusers_loop(name, eta):
+def test_compiled_sampling_loop_equals_diffusers_loop(name, eta, in_loop):
     num_steps, batch, shape = 12, 3, (4, 4, 2)
     schedule = NoiseSchedule(1000, "linear")
     sampler = DiffusionSampler(schedule, name, eta=eta)
     timesteps, previous = sampler.timesteps(num_steps)
-    initial, step_noise = sampling_noise(5, batch, shape, num_steps)
+    if in_loop:
+        # The loop draws step i's noise from the row keys; diffusers gets the same numbers.
+        initial, keys = sampling_noise(5, batch, shape)
+        step_noise = np.stack([keyed_normal_numpy(keys, i, shape) for i in range(num_steps)])
+        noise_input = keys
+    else:
+        initial, step_noise = sampling_noise(5, batch, shape, num_steps)
+        noise_input = step_noise
 
     traces = []
 
-    def run(initial, step_noise):
+    def run(initial, noise_input):
         traces.append(1)
-        return sampler.sample(_toy_denoiser, initial, step_noise, timesteps, previous)
+        if in_loop:
+            return sampler.sample(_toy_denoiser, initial, None, timesteps, previous,
+                                  noise_keys=noise_input)
+        return sampler.sample(_toy_denoiser, initial, noise_input, timesteps, previous)
 
     function = compile_function(run, [])
     actual = keras.ops.convert_to_numpy(function(keras.ops.convert_to_tensor(initial),
-                                                 keras.ops.convert_to_tensor(step_noise)))
-    function(keras.ops.convert_to_tensor(initial), keras.ops.convert_to_tensor(step_noise))
+                                                 keras.ops.convert_to_tensor(noise_input)))
+    function(keras.ops.convert_to_tensor(initial), keras.ops.convert_to_tensor(noise_input))
     if keras.backend.backend() in ("jax", "tensorflow"):
         assert len(traces) == 1  # one compiled program for the whole loop, reused
 
@@ -231,3 +243,33 @@ def test_sampling_noise_rows_do_not_depend_on_batch():
     np.testing.assert_array_equal(first, more[:2])
     np.testing.assert_array_equal(first_steps, more_steps[:, :2])
     assert not np.allclose(first[0], first[1])
+    # The default call: initial noise and one int32 key per row, also batch-independent.
+    initial, keys = sampling_noise(3, 2, (2, 2, 1))
+    more_initial, more_keys = sampling_noise(3, 5, (2, 2, 1))
+    assert keys.dtype == np.int32 and keys.shape == (2,)
+    np.testing.assert_array_equal(initial, first)
+    np.testing.assert_array_equal(keys, more_keys[:2])
+    assert keys[0] != keys[1]
+
+
+def test_keyed_normal_equals_its_numpy_reference_and_is_normal():
+    """The in-loop generator's integer hashing wraps like numpy's uint32 on this backend,
+    so every backend draws the same noise; the draws are standard normal and differ by row
+    and by step."""
+    _, keys = sampling_noise(11, 4, (8, 8, 3))
+    reference = keyed_normal_numpy(keys, 7, (8, 8, 3))
+    compiled = compile_function(lambda k, i: keyed_normal(k, i, (8, 8, 3)), [])
+    actual = keras.ops.convert_to_numpy(compiled(keras.ops.convert_to_tensor(keys),
+                                                 keras.ops.convert_to_tensor(7, "int32")))
+    np.testing.assert_allclose(actual, reference, atol=1e-5)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(keyed_normal(keys, 7, (8, 8, 3))),
+                               reference, atol=1e-5)
+    draws = np.concatenate([keyed_normal_numpy(keys, i, (8, 8, 3)).ravel()
+                            for i in range(50)])
+    assert abs(draws.mean()) < 0.02 and abs(draws.std() - 1.0) < 0.02
+    assert abs(np.mean(np.abs(draws) > 1.96) - 0.05) < 0.01  # normal tails, not uniform
+    assert not np.allclose(reference[0], reference[1])
+    assert not np.allclose(keyed_normal_numpy(keys, 8, (8, 8, 3)), reference)
+    # A row's draws depend on its key only, not on the rest of the batch.
+    np.testing.assert_array_equal(keyed_normal_numpy(keys[2:3], 7, (8, 8, 3))[0],
+                                  reference[2])

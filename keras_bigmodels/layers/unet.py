@@ -13,7 +13,9 @@ loads diffusers checkpoints with a name table only:
 - `SpatialTransformer` (diffusers' `Transformer2DModel`) of `TransformerBlock2D`s
   (self-attention, cross-attention on text embeddings, GEGLU feed-forward as SD v1);
 - `UNetDownBlock`, `UNetMidBlock`, `UNetUpBlock`: a resolution level of a UNet or of the
-  VAE encoder/decoder, with or without attention and skip connections.
+  VAE encoder/decoder, with or without attention and skip connections;
+- `check_level_channels`, `down_blocks`, `up_blocks`: the levels of an encoder and of its
+  mirrored decoder, built one way for `UNet2D`, `UNet2DCondition` and `AutoencoderKL`.
 
 Variables are named for `distribution.RULES`: attention projections `query|key|value|output`
 under a layer whose name ends in `attention`, feed-forward `intermediate|intermediate_gate|
@@ -708,6 +710,12 @@ class _LevelBlock(keras.layers.Layer):
         self.dropout = dropout
         self.activation = activation
 
+    def _make_layers(self, num_resnets):
+        """`resnets` (resnet_0..) and `attentions` (attention_0.., None where the level has
+        no attention): the middle block has one resnet more than attentions."""
+        self.resnets = [self._resnet(f"resnet_{i}") for i in range(num_resnets)]
+        self.attentions = [self._attention(f"attention_{i}") for i in range(self.num_layers)]
+
     def _resnet(self, name):
         return ResnetBlock2D(self.out_channels, groups=self.groups, epsilon=self.epsilon,
                              use_time_embedding=self.use_time_embedding,
@@ -797,8 +805,7 @@ class UNetDownBlock(_LevelBlock):
         super().__init__(out_channels, **kwargs)
         self.add_downsample = add_downsample
         self.downsample_padding = downsample_padding
-        self.resnets = [self._resnet(f"resnet_{i}") for i in range(self.num_layers)]
-        self.attentions = [self._attention(f"attention_{i}") for i in range(self.num_layers)]
+        self._make_layers(self.num_layers)
         self.downsample = (Downsample2D(out_channels, padding=downsample_padding,
                                         name="downsample", dtype=self.dtype_policy)
                            if add_downsample else None)
@@ -859,8 +866,7 @@ class UNetMidBlock(_LevelBlock):
 
     def __init__(self, out_channels, num_layers=1, **kwargs):
         super().__init__(out_channels, num_layers=num_layers, **kwargs)
-        self.resnets = [self._resnet(f"resnet_{i}") for i in range(self.num_layers + 1)]
-        self.attentions = [self._attention(f"attention_{i}") for i in range(self.num_layers)]
+        self._make_layers(self.num_layers + 1)
 
     def build(self, inputs_shape, time_embedding_shape=None, context_shape=None):
         shape = _build(self.resnets[0], inputs_shape, time_embedding_shape)
@@ -903,8 +909,7 @@ class UNetUpBlock(_LevelBlock):
     def __init__(self, out_channels, add_upsample=True, **kwargs):
         super().__init__(out_channels, **kwargs)
         self.add_upsample = add_upsample
-        self.resnets = [self._resnet(f"resnet_{i}") for i in range(self.num_layers)]
-        self.attentions = [self._attention(f"attention_{i}") for i in range(self.num_layers)]
+        self._make_layers(self.num_layers)
         self.upsample = (Upsample2D(out_channels, name="upsample", dtype=self.dtype_policy)
                          if add_upsample else None)
 
@@ -941,3 +946,73 @@ class UNetUpBlock(_LevelBlock):
         config = super().get_config()
         config.update(add_upsample=self.add_upsample)
         return config
+
+
+def check_level_channels(block_out_channels, norm_num_groups):
+    """ValueError unless `block_out_channels` lists positive channel counts, one per level,
+    each divisible by `norm_num_groups`.
+
+    Example:
+    >>> check_level_channels((32, 64), 8)
+    """
+    check_positive_int("norm_num_groups", norm_num_groups)
+    if not block_out_channels:
+        raise ValueError("`block_out_channels` must list one channel count per level.")
+    for channels in block_out_channels:
+        check_positive_int("block_out_channels", channels)
+        if channels % norm_num_groups:
+            raise ValueError(f"`norm_num_groups` ({norm_num_groups}) must divide every "
+                             f"entry of `block_out_channels` {list(block_out_channels)}.")
+
+
+def _per_level(value, levels):
+    return tuple(value) if isinstance(value, (list, tuple)) else (value,) * levels
+
+
+def down_blocks(block_out_channels, num_layers, attention=None, num_heads=1,
+                downsample_padding=1, dtype=None, **level_kwargs):
+    """The encoder levels `down_block_0..`: each `UNetDownBlock` downsamples but the last.
+
+    Args:
+        block_out_channels: channels of each level.
+        num_layers: resnets per level.
+        attention: one kind for every level or one per level (None, "self", "cross").
+        num_heads: one int or one per level.
+        downsample_padding: 1 (UNets) or 0 (the autoencoder).
+        dtype: the dtype policy.
+        **level_kwargs: the other `UNetDownBlock` arguments (groups, epsilon, ...).
+
+    Example:
+    >>> [b.name for b in down_blocks((16, 32), 1, groups=4)]
+    ['down_block_0', 'down_block_1']
+    """
+    levels = len(block_out_channels)
+    attention = _per_level(attention, levels)
+    num_heads = _per_level(num_heads, levels)
+    return [UNetDownBlock(block_out_channels[i], num_layers=num_layers, attention=attention[i],
+                          num_heads=num_heads[i], add_downsample=i < levels - 1,
+                          downsample_padding=downsample_padding, name=f"down_block_{i}",
+                          dtype=dtype, **level_kwargs)
+            for i in range(levels)]
+
+
+def up_blocks(block_out_channels, num_layers, attention=None, num_heads=1, dtype=None,
+              **level_kwargs):
+    """The mirrored decoder levels `up_block_0..` (deepest first): each `UNetUpBlock`
+    upsamples but the last. Arguments are per encoder level, as `down_blocks`.
+
+    Example:
+    >>> [b.out_channels for b in up_blocks((16, 32), 2, groups=4)]
+    [32, 16]
+    """
+    levels = len(block_out_channels)
+    attention = _per_level(attention, levels)
+    num_heads = _per_level(num_heads, levels)
+    blocks = []
+    for i in range(levels):
+        level = levels - 1 - i
+        blocks.append(UNetUpBlock(block_out_channels[level], num_layers=num_layers,
+                                  attention=attention[level], num_heads=num_heads[level],
+                                  add_upsample=i < levels - 1, name=f"up_block_{i}",
+                                  dtype=dtype, **level_kwargs))
+    return blocks

@@ -17,7 +17,10 @@ from keras_bigmodels.layers.unet import (
     UNetMidBlock,
     UNetUpBlock,
     Upsample2D,
+    check_level_channels,
+    down_blocks,
     timestep_embedding,
+    up_blocks,
 )
 from keras_bigmodels.models.diffusion import huggingface
 from tests.models.test_diffusion_networks import nchw, perturb
@@ -166,6 +169,27 @@ def test_level_blocks_shapes_and_skips():
         UNetDownBlock(16, attention="global")
     with pytest.raises(ValueError, match="cross_attention_dim"):
         UNetMidBlock(16, attention="cross")
+
+
+def test_level_lists_mirror_the_encoder():
+    """down_blocks/up_blocks: the levels every UNet and the autoencoder build."""
+    down = down_blocks((8, 16, 16), 2, attention=(None, "self", None), num_heads=(1, 2, 4),
+                       groups=4)
+    assert [b.name for b in down] == ["down_block_0", "down_block_1", "down_block_2"]
+    assert [b.add_downsample for b in down] == [True, True, False]
+    assert [b.attention for b in down] == [None, "self", None]
+    up = up_blocks((8, 16, 16), 3, attention=(None, "self", None), num_heads=(1, 2, 4),
+                   groups=4)
+    # Deepest level first, so the up block i mirrors down block levels - 1 - i.
+    assert [b.out_channels for b in up] == [16, 16, 8]
+    assert [b.attention for b in up] == [None, "self", None]
+    assert [b.num_heads for b in up] == [4, 2, 1]
+    assert [b.add_upsample for b in up] == [True, True, False]
+    assert all(b.num_layers == 3 for b in up)
+    with pytest.raises(ValueError, match="norm_num_groups"):
+        check_level_channels((8, 12), 8)
+    with pytest.raises(ValueError, match="block_out_channels"):
+        check_level_channels((), 8)
 
 
 def test_layers_roundtrip_config(tmp_path):

@@ -10,7 +10,7 @@ scaled by `scaling_factor` (0.18215 for SD v1) so that they have about unit vari
 import keras
 from keras import ops
 
-from keras_bigmodels.layers.unet import UNetDownBlock, UNetMidBlock, UNetUpBlock
+from keras_bigmodels.layers.unet import UNetMidBlock, check_level_channels, down_blocks, up_blocks
 from keras_bigmodels.models.base import BackboneMethods
 from keras_bigmodels.models.diffusion.unet import check_image
 from keras_bigmodels.utils import check_positive_int
@@ -55,7 +55,6 @@ class _Coder(keras.layers.Layer):
                  norm_num_groups, mid_block_attention, **kwargs):
         super().__init__(**kwargs)
         dtype = self.dtype_policy
-        levels = len(block_out_channels)
         self.decoder = decoder
         common = dict(groups=norm_num_groups, epsilon=1e-6, use_time_embedding=False)
         first = block_out_channels[-1] if decoder else block_out_channels[0]
@@ -65,20 +64,14 @@ class _Coder(keras.layers.Layer):
         self.mid_block = UNetMidBlock(block_out_channels[-1],
                                       attention="self" if mid_block_attention else None,
                                       num_heads=1, name="mid_block", dtype=dtype, **common)
+        # The UNets' levels without attention or time embedding (and, decoding, without
+        # skips: `up_blocks` called with skips=None).
         if decoder:
-            self.blocks = [
-                UNetUpBlock(block_out_channels[levels - 1 - i], num_layers=layers_per_block + 1,
-                            add_upsample=i < levels - 1, name=f"up_block_{i}", dtype=dtype,
-                            **common)
-                for i in range(levels)
-            ]
+            self.blocks = up_blocks(block_out_channels, layers_per_block + 1, dtype=dtype,
+                                    **common)
         else:
-            self.blocks = [
-                UNetDownBlock(block_out_channels[i], num_layers=layers_per_block,
-                              add_downsample=i < levels - 1, downsample_padding=0,
-                              name=f"down_block_{i}", dtype=dtype, **common)
-                for i in range(levels)
-            ]
+            self.blocks = down_blocks(block_out_channels, layers_per_block,
+                                      downsample_padding=0, dtype=dtype, **common)
         self.output_norm = keras.layers.GroupNormalization(norm_num_groups, epsilon=1e-6,
                                                            name="output_norm", dtype=dtype)
         self.output_conv = keras.layers.Conv2D(out_channels, 3, padding="same",
@@ -187,16 +180,9 @@ class AutoencoderKL(BackboneMethods, keras.Model):
         block_out_channels = tuple(int(c) for c in block_out_channels)
         for key, value in (("in_channels", in_channels), ("out_channels", out_channels),
                            ("layers_per_block", layers_per_block),
-                           ("latent_channels", latent_channels),
-                           ("norm_num_groups", norm_num_groups)):
+                           ("latent_channels", latent_channels)):
             check_positive_int(key, value)
-        if not block_out_channels:
-            raise ValueError("`block_out_channels` must list one channel count per level.")
-        for channels in block_out_channels:
-            check_positive_int("block_out_channels", channels)
-            if channels % norm_num_groups:
-                raise ValueError(f"`norm_num_groups` ({norm_num_groups}) must divide every "
-                                 f"entry of `block_out_channels` {list(block_out_channels)}.")
+        check_level_channels(block_out_channels, norm_num_groups)
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.block_out_channels = block_out_channels

@@ -18,9 +18,10 @@ from keras import ops
 from keras_bigmodels.layers.unet import (
     TimestepEmbedding,
     Timesteps,
-    UNetDownBlock,
     UNetMidBlock,
-    UNetUpBlock,
+    check_level_channels,
+    down_blocks,
+    up_blocks,
 )
 from keras_bigmodels.models.base import SubclassedBackbone
 from keras_bigmodels.utils import check_in, check_positive_int
@@ -107,14 +108,7 @@ class _UNetLevels:
         check_positive_int("in_channels", in_channels)
         check_positive_int("out_channels", out_channels)
         check_positive_int("layers_per_block", layers_per_block)
-        check_positive_int("norm_num_groups", norm_num_groups)
-        if not block_out_channels:
-            raise ValueError("`block_out_channels` must list one channel count per level.")
-        for channels in block_out_channels:
-            check_positive_int("block_out_channels", channels)
-            if channels % norm_num_groups:
-                raise ValueError(f"`norm_num_groups` ({norm_num_groups}) must divide every "
-                                 f"entry of `block_out_channels` {list(block_out_channels)}.")
+        check_level_channels(block_out_channels, norm_num_groups)
 
     def _build_stem(self, block_out_channels, time_dim, flip_sin_to_cos, freq_shift):
         """The input conv and the timestep embedding, the same in both UNets."""
@@ -130,27 +124,15 @@ class _UNetLevels:
 
     def _build_levels(self, block_out_channels, layers_per_block, attention, num_heads,
                       level_kwargs, mid_attention, mid_heads, mid_kwargs, downsample_padding):
-        levels = len(block_out_channels)
-        self.downsampling_factor = 2 ** (levels - 1)
+        self.downsampling_factor = 2 ** (len(block_out_channels) - 1)
         dtype = self.dtype_policy
-        self.down_blocks = [
-            UNetDownBlock(block_out_channels[i], num_layers=layers_per_block,
-                          attention=attention[i], num_heads=num_heads[i],
-                          add_downsample=i < levels - 1, downsample_padding=downsample_padding,
-                          name=f"down_block_{i}", dtype=dtype, **level_kwargs)
-            for i in range(levels)
-        ]
+        self.down_blocks = down_blocks(block_out_channels, layers_per_block, attention,
+                                       num_heads, downsample_padding, dtype, **level_kwargs)
         self.mid_block = UNetMidBlock(block_out_channels[-1], attention=mid_attention,
                                       num_heads=mid_heads, name="mid_block", dtype=dtype,
                                       **mid_kwargs)
-        self.up_blocks = []
-        for i in range(levels):
-            level = levels - 1 - i
-            self.up_blocks.append(
-                UNetUpBlock(block_out_channels[level], num_layers=layers_per_block + 1,
-                            attention=attention[level], num_heads=num_heads[level],
-                            add_upsample=i < levels - 1, name=f"up_block_{i}", dtype=dtype,
-                            **level_kwargs))
+        self.up_blocks = up_blocks(block_out_channels, layers_per_block + 1, attention,
+                                   num_heads, dtype, **level_kwargs)
         self.output_norm = keras.layers.GroupNormalization(
             self.norm_num_groups, epsilon=self.norm_eps, name="output_norm", dtype=dtype)
         self.output_conv = keras.layers.Conv2D(self.out_channels, 3, padding="same",
