@@ -26,8 +26,9 @@ Runs on any backend in a few minutes on 2 CPU cores (jax); writes its numbers to
    the exact match of the title written by greedy `generate()`, against always answering
    the largest section's title (the trivial baseline).
 
-`bart_denoising.py` pretrains BART on the same corpus and fine-tunes it on the same task
-(`section_title_task` and `finetune` below).
+`bart_denoising.py` pretrains BART on the same corpus and fine-tunes it on the same task,
+with this guide's code (`section_title_task`, `finetune`, and `pretrain` and
+`save_results`, the pretraining loop, the loss-curve plot and the JSON).
 
 Measured at the defaults (jax, seed 0, one run; 420 pretraining steps; 633 s on 2 CPU
 cores shared with other jobs at a load average of ~15, 2.6 CPU-minutes), with
@@ -42,12 +43,36 @@ cores shared with other jobs at a load average of ~15, 2.6 CPU-minutes), with
         0.161
 
 At this size span corruption does not help the task: both models end at about the
-majority answer, and greedy `generate()` on a corrupted held-out window writes sentinels
-with little between them (the held-out loss is not far below the unigram model's). In
-the `--tiny` run the pretrained model's test loss after the same few fine-tuning steps
-was lower on jax (1.67 against 2.03) but not on tensorflow (2.12 against 2.10).
-Fine-tuning at 1e-3, or T5 v1.0's tied ReLU model, did not change the picture in the
-runs made; more pretraining steps were not measured.
+majority answer. Two causes, measured outside the guide (jax, seed 0, one draw of the
+labels each, so indicative only):
+
+- Fine-tuning at 3e-4 for 120 steps underfits: the training loss ends at 0.21-0.23.
+  Keras averages it over all 13 target positions, padding included (a title is 5-12
+  BPE tokens and </s>), so that is ~2.9 nats per title, more than ln 6 = 1.79 of the
+  uniform prior over the titles; the token that picks the title gets 1/13 of the
+  gradient of a classifier's label. At 1e-3 both models fit the labels (0.09 and
+  0.04) and still tie (exact match 0.327 pretrained, 0.342 random init, majority
+  0.320).
+- Span corruption at this budget barely trains the encoder: on held-out windows, giving
+  the decoder another window's encoder output raises the loss by only 0.06 nats per
+  target token after 420 steps at 2e-3 (4.57 -> 4.63) and 0.14 after 1,260 (4.37 ->
+  4.51). The decoder learns a language model of the dropped spans; what the encoder
+  learnt about a sentence's topic is what fine-tuning would build on. More steps
+  help that a little, and the held-out loss levels off near 4.4 (the corpus is ~90k
+  tokens). Peak rates of 5e-4 and 1e-3 gave a higher held-out loss after 420 steps
+  (4.90 at 5e-4).
+
+`--task-format cloze` asks the question in pretraining's own form: the input is the
+sentence behind a sentinel that blanks its heading out ("<extra_id_0>. Strings have
+methods."), and the answer fills the blank ("<extra_id_0> String Methods"), so the
+decoder picks the title at the step where pretraining taught it to read the encoder, not
+at the first step, which in pretraining always writes <extra_id_0>. Measured once
+(fine-tuning at 1e-3, one draw, from the 12-epoch checkpoint of a 36-epoch pretraining
+run), it helps the random-init model and not the pretrained one: exact match 0.442 random
+init, 0.275 pretrained, majority 0.320; so it is not the default.
+
+In the `--tiny` run the pretrained model's test loss after the same few fine-tuning
+steps was lower on jax (1.67 against 2.03) but not on tensorflow (2.12 against 2.10).
 """
 
 import os
@@ -68,6 +93,9 @@ from keras_bigmodels.tokenizers import Tokenizer
 import guide_cli
 
 TASK_PREFIX = "topic: "
+# `--task-format cloze`: the sentence behind a blanked heading, "<blank>. <sentence>", as
+# the heading stands before its section's text in the corpus; the answer fills the blank.
+CLOZE_PREFIX = ". "
 # T5's ids: <pad> 0 (also the decoder start), </s> 1, <unk> 2.
 T5_SPECIALS = ("<pad>", "</s>", "<unk>")
 
@@ -110,6 +138,10 @@ def parse_args(argv=None):
 def add_finetuning_arguments(parser, learning_rate=3e-4):
     """The options of the downstream task, the same in the T5 and BART guides."""
     positive = guide_cli.positive_int
+    parser.add_argument("--task-format", choices=("prefix", "cloze"), default="prefix",
+                        help="prefix: \"topic: <sentence>\" -> the title (T5's task "
+                        "prefixes); cloze: the sentence behind its blanked heading, the "
+                        "answer fills the blank as in pretraining (see the module docstring)")
     parser.add_argument("--num-sections", type=positive, default=6,
                         help="the longest sections whose titles are the answers")
     parser.add_argument("--labels-per-section", type=positive, default=16,
@@ -138,7 +170,7 @@ def load_documents(args):
 
 # The downstream task (shared with bart_denoising.py) ---------------------------------
 
-def section_title_task(documents, num_sections, test_every=3):
+def section_title_task(documents, num_sections, test_every=3, prefix=TASK_PREFIX):
     """Text-to-text examples "topic: <sentence>" -> the title of the sentence's section.
 
     A document's first sentence is its heading ("String Methods."). The `num_sections`
@@ -149,6 +181,7 @@ def section_title_task(documents, num_sections, test_every=3):
         documents: lists of sentences, headings first (`kbm.data.load_text`).
         num_sections: how many sections (answers).
         test_every: hold out every n-th sentence for testing.
+        prefix: put before every sentence (`CLOZE_PREFIX`: the heading's place, blanked).
 
     Returns:
         (task, pretraining documents): task is a dict of `titles` (the answers, longest
@@ -185,7 +218,7 @@ def section_title_task(documents, num_sections, test_every=3):
         remaining[i] = kept
     for split in ("train", "test"):
         inputs, answers = task[split]
-        task[split] = (add_task_prefix(inputs, TASK_PREFIX), answers)
+        task[split] = (add_task_prefix(inputs, prefix), answers)
     return task, remaining
 
 
@@ -206,15 +239,19 @@ def encode_examples(tokenizer, texts, length, opening=(), closing=()):
 
 
 def task_data(task, tokenizer, length, opening, closing, decoder_start_token_id,
-              pad_token_id):
+              pad_token_id, answer_opening=None):
     """Token ids of the task's examples, the test batch, and the trivial baseline.
 
     Answers are encoded with a leading space (" String Methods"), as a title is
-    written inside running text: the tokens pretraining saw.
+    written inside running text: the tokens pretraining saw. Inputs get the ids
+    `opening` and `closing` around them, answers `answer_opening` (default: `opening`)
+    and `closing`.
     """
     (train_inputs, train_answers), (test_inputs, test_answers) = task["train"], task["test"]
     encode = lambda texts: encode_examples(tokenizer, texts, length, opening, closing)  # noqa
-    answer_ids = dict(zip(task["titles"], encode([" " + t for t in task["titles"]])))
+    answer_ids = dict(zip(task["titles"], encode_examples(
+        tokenizer, [" " + t for t in task["titles"]], length,
+        opening if answer_opening is None else answer_opening, closing)))
     train_targets = [answer_ids[a] for a in train_answers]
     test_targets = [answer_ids[a] for a in test_answers]
     targets_length = max(len(t) for t in answer_ids.values())
@@ -242,7 +279,9 @@ def exact_match(lm, tokenizer, inputs, answers, max_new_tokens):
     shape). Returns (exact match, the decoded predictions).
     """
     generated = lm.generate(inputs, max_new_tokens=max_new_tokens)
-    predictions = [tokenizer.decode(ids).strip() for ids in generated]
+    # Ids above the tokenizer's are T5's sentinels: the cloze answer's opening, no text.
+    predictions = [tokenizer.decode([i for i in ids if i < tokenizer.vocabulary_size]).strip()
+                   for ids in generated]
     return float(np.mean([p == a for p, a in zip(predictions, answers)])), predictions
 
 
@@ -416,7 +455,9 @@ def main(argv=None):
     kbm.runtime.tune_cpu()
     guide_cli.set_random_seed(args.seed)
     train_docs, valid_docs = load_documents(args)
-    task, pretraining_docs = section_title_task(train_docs, args.num_sections)
+    task, pretraining_docs = section_title_task(
+        train_docs, args.num_sections,
+        prefix=CLOZE_PREFIX if args.task_format == "cloze" else TASK_PREFIX)
     print(f"backend {keras.backend.backend()}: {len(train_docs)} training documents")
     start_all = time.time()
 
@@ -455,20 +496,10 @@ def main(argv=None):
     lm = make_task()
     # The random-init model of the comparison starts where pretraining started.
     initial_weights = lm.backbone.get_weights()
-    steps = args.epochs * len(data)
-    lm.compile(optimizer=keras.optimizers.AdamW(
-        warmup_cosine(args.learning_rate, steps, args.warmup), weight_decay=0.01,
-        clipnorm=1.0))
     print(f"span corruption: {len(data.objective)} windows of {probe.tokens_length} tokens "
           f"-> inputs {args.inputs_length}, targets {probe.targets_length}; "
-          f"{lm.backbone.count_params():,} parameters, {steps} steps")
-    start = time.time()
-    history = lm.fit(data, epochs=args.epochs, validation_data=valid,
-                     verbose=2 if not args.tiny else 0).history
-    pretraining_seconds = time.time() - start
-    print(f"pretraining took {pretraining_seconds:.0f}s: loss {history['loss'][0]:.2f} -> "
-          f"{history['loss'][-1]:.2f}, held out {history['val_loss'][-1]:.2f} (unigram "
-          f"model of the targets {baseline_loss:.2f})")
+          f"{lm.backbone.count_params():,} parameters, {args.epochs * len(data)} steps")
+    history, pretraining_seconds, steps = pretrain(lm, data, valid, args, baseline_loss)
     x, y, weights = valid[0]
     corrupted = x["encoder_token_ids"][0][x["encoder_padding_mask"][0]].tolist()
     written = lm.generate(corrupted, max_new_tokens=probe.targets_length)
@@ -478,30 +509,64 @@ def main(argv=None):
           f"  as greedy generate() writes them: {show(written)!r}")
 
     # 3. Fine-tuning: which section is a sentence from? ------------------------------
-    task_ids = task_data(task, tokenizer, args.inputs_length, opening=(), closing=(eos,),
+    # Cloze: the first sentinel blanks the heading out, and the answer follows it as a
+    # dropped span follows its sentinel in the targets of span corruption.
+    blank = (vocabulary_size - 1,) if args.task_format == "cloze" else ()
+    task_ids = task_data(task, tokenizer, args.inputs_length, opening=blank, closing=(eos,),
                          decoder_start_token_id=pad, pad_token_id=pad)
     print(f"sentence -> section title: {len(task['titles'])} sections, "
           f"{args.labels_per_section} labelled sentences each, "
           f"{len(task_ids['test_answers'])} test sentences")
     results = finetune(make_task, {"pretrained": lm.backbone.get_weights(),
                                    "random init": initial_weights}, task_ids, args)
+    return save_results("t5_span_corruption", "T5 span corruption", args, argv, start_all,
+                        history, pretraining_seconds, baseline_loss, task, task_ids, results,
+                        lm, training_documents=len(train_docs), steps=steps,
+                        vocabulary_size=vocabulary_size, sentinels=num_sentinels,
+                        windows=len(data.objective), window_tokens=probe.tokens_length,
+                        targets_length=probe.targets_length)
+
+
+# Pretraining and the outputs of a run (shared with bart_denoising.py) -----------------
+
+def pretrain(lm, data, valid, args, baseline_loss):
+    """Fit `lm` on an objective's batches: AdamW, linear warmup, then cosine decay to 0.
+
+    Returns (the history per epoch, training and held-out loss; the seconds it took;
+    the number of steps).
+    """
+    steps = args.epochs * len(data)
+    lm.compile(optimizer=keras.optimizers.AdamW(
+        warmup_cosine(args.learning_rate, steps, args.warmup), weight_decay=0.01,
+        clipnorm=1.0))
+    start = time.time()
+    history = lm.fit(data, epochs=args.epochs, validation_data=valid,
+                     verbose=2 if not args.tiny else 0).history
+    seconds = time.time() - start
+    print(f"pretraining took {seconds:.0f}s: loss {history['loss'][0]:.2f} -> "
+          f"{history['loss'][-1]:.2f}, held out {history['val_loss'][-1]:.2f} (unigram "
+          f"model of the targets {baseline_loss:.2f})")
+    return history, seconds, steps
+
+
+def save_results(name, title, args, argv, start_all, history, pretraining_seconds,
+                 baseline_loss, task, task_ids, results, lm, **details):
+    """Report the fine-tuning, save `<output>/<name>.png` and `.json`; return the numbers.
+
+    `details` are the guide's own entries of the JSON (its objective's sizes); the rest
+    has the same keys in the T5 and BART guides.
+    """
     means, losses = report(results, task_ids)
     seconds = time.time() - start_all
     print(f"{seconds:.0f}s in all")
-
     os.makedirs(args.output, exist_ok=True)
-    figure = save_loss_curves(os.path.join(args.output, "t5_span_corruption.png"),
-                              "T5 span corruption", history,
-                              {name: r["curve"] for name, r in results.items()},
-                              baseline_loss)
+    figure = save_loss_curves(os.path.join(args.output, f"{name}.png"), title, history,
+                              {key: r["curve"] for key, r in results.items()}, baseline_loss)
     print(f"saved {figure}")
     summary = {
-        "command": ["guides/t5_span_corruption.py", *(sys.argv[1:] if argv is None else argv)],
+        "command": [f"guides/{name}.py", *(sys.argv[1:] if argv is None else argv)],
         "backend": keras.backend.backend(), "arguments": vars(args),
-        "vocabulary_size": vocabulary_size, "sentinels": num_sentinels,
-        "training_documents": len(train_docs), "windows": len(data.objective),
-        "window_tokens": probe.tokens_length, "targets_length": probe.targets_length,
-        "steps": steps, "parameters": lm.backbone.count_params(),
+        **details, "parameters": lm.backbone.count_params(),
         "pretraining_seconds": pretraining_seconds, "seconds": seconds,
         "pretraining": {k: [float(v) for v in vs] for k, vs in history.items()},
         "heldout_pretraining_loss": float(history["val_loss"][-1]),
@@ -509,8 +574,8 @@ def main(argv=None):
         **task_summary(task, task_ids, results, means, losses),
         "figure": figure,
     }
-    guide_cli.write_json(args.output_json or os.path.join(args.output,
-                                                          "t5_span_corruption.json"), summary)
+    guide_cli.write_json(args.output_json or os.path.join(args.output, f"{name}.json"),
+                         summary)
     return summary
 
 

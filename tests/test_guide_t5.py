@@ -79,3 +79,33 @@ def test_t5_guide_help_shows_defaults(capsys):
     with pytest.raises(SystemExit):
         t5_span_corruption.parse_args(["--help"])
     assert "(default: 2000)" in " ".join(capsys.readouterr().out.split())
+
+
+def test_cloze_task_blanks_the_heading_and_the_answer_fills_it():
+    import t5_span_corruption as guide
+    from keras_bigmodels.tokenizers import Tokenizer
+
+    documents = [["String Methods.", *[f"Strings have method {i}." for i in range(6)]],
+                 ["Debugger Commands.", *[f"The debugger runs command {i}." for i in range(6)]]]
+    task, _ = guide.section_title_task(documents, num_sections=2, prefix=guide.CLOZE_PREFIX)
+    assert task["test"][0][0] == ". Strings have method 2."
+    tokenizer = Tokenizer.train_bpe([" ".join(d) for d in documents], vocabulary_size=120,
+                                    special_tokens=guide.T5_SPECIALS)
+    sentinel, eos = tokenizer.vocabulary_size + 3, tokenizer.token_to_id("</s>")
+    data = guide.task_data(task, tokenizer, 48, opening=(sentinel,), closing=(eos,),
+                           decoder_start_token_id=0, pad_token_id=0,
+                           answer_opening=(sentinel,))
+    first = data["test_ids"][0]
+    assert first[0] == sentinel and first[-1] == eos
+    assert tokenizer.decode(first[1:-1]) == task["test"][0][0]
+    target = data["train_targets"][0]
+    assert target[0] == sentinel and target[-1] == eos
+    assert tokenizer.decode(target[1:-1]).strip() == data["train_answers"][0]
+
+    class Written:  # what a model that fills the blank right would generate
+        def generate(self, inputs, max_new_tokens):
+            return [data["train_targets"][0]] * len(inputs)
+
+    accuracy, predictions = guide.exact_match(Written(), tokenizer, data["test_ids"][:1],
+                                              [data["train_answers"][0]], 8)
+    assert predictions == [data["train_answers"][0]] and accuracy == 1.0
