@@ -150,7 +150,52 @@ def test_config_and_keras_round_trip(digits, tmp_path):
     assert restored.schedule.beta_schedule == "cosine"
     np.testing.assert_allclose(restored.generate([2, 5], num_steps=3, guidance_scale=2.0,
                                                  seed=1), expected, atol=1e-5)
+    for a, b in zip(_weights(restored.ema_weights), _weights(model.ema_weights)):
+        np.testing.assert_array_equal(a, b)
+    # The seed generator's state is saved too: the same loss on the same batch.
+    restored_loss = restored.compute_loss(images[:16], labels[:16], training=False)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(restored_loss),
+        keras.ops.convert_to_numpy(model.compute_loss(images[:16], labels[:16],
+                                                      training=False)), rtol=1e-5)
     restored.fit(images[:32], labels[:32], batch_size=16, epochs=1, verbose=0)  # resumes
+
+    # Unconditional pixel model, sampled with DDPM (in-loop step noise).
+    plain = DiffusionModel(tiny_dit(), (8, 8, 1), num_train_timesteps=50, seed=3)
+    path = os.path.join(str(tmp_path), "plain.keras")
+    plain.save(path)
+    restored = keras.saving.load_model(path)
+    np.testing.assert_allclose(
+        restored.generate(num_images=2, num_steps=4, sampler="ddpm", seed=5),
+        plain.generate(num_images=2, num_steps=4, sampler="ddpm", seed=5), atol=1e-5)
+
+
+def test_ddpm_step_noise_is_drawn_in_the_loop(monkeypatch):
+    """The compiled sampler gets the initial noise and one key per row, never the noise of
+    every step ([num_steps, batch, ...]); rows still depend only on their seed."""
+    import keras_bigmodels.models.diffusion.tasks as tasks
+
+    sizes = []
+    original = tasks.compile_function
+
+    def recording(fn, variables):
+        compiled = original(fn, variables)
+
+        def call(*args):
+            sizes.extend(int(np.prod(a.shape)) for a in keras.tree.flatten(args))
+            return compiled(*args)
+
+        return call
+
+    monkeypatch.setattr(tasks, "compile_function", recording)
+    model = DiffusionModel(tiny_unet(), (8, 8, 1), num_train_timesteps=50, seed=0)
+    images = model.generate(num_images=3, num_steps=50, sampler="ddpm", seed=7)
+    assert np.isfinite(images).all()
+    assert max(sizes) == 3 * 8 * 8 * 1  # the initial noise is the largest input
+    np.testing.assert_allclose(model.generate(num_images=1, num_steps=50, sampler="ddpm",
+                                              seed=7), images[:1], atol=1e-5)
+    assert not np.allclose(model.generate(num_images=1, num_steps=50, sampler="ddpm",
+                                          seed=8), images[:1], atol=1e-3)
 
 
 def test_bad_input(digits):

@@ -13,11 +13,12 @@ import numpy as np
 from keras import ops
 
 from keras_bigmodels.backend import compile_function
-from keras_bigmodels.generation.diffusion import (DIFFUSION_SAMPLERS, DiffusionSampler,
-                                                  sampling_noise)
+from keras_bigmodels.generation.diffusion import (DiffusionSampler, check_sampling_arguments,
+                                                  classifier_free_guidance, sampling_noise)
 from keras_bigmodels.layers.transformer import TransformerEncoderBlock
 from keras_bigmodels.layers.unet import TimestepEmbedding, Timesteps
 from keras_bigmodels.models.base import SubclassedTask
+from keras_bigmodels.models.diffusion.tasks import SeedStateSaving, prompt_token_ids
 from keras_bigmodels.objectives.diffusion import NoiseSchedule
 from keras_bigmodels.utils import check_finite_number, check_in, check_positive_int
 
@@ -105,21 +106,8 @@ def _check_embeddings(name, value, dim):
     return array.astype("float32")
 
 
-def _check_num_steps(num_steps, schedule):
-    if (isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer))
-            or not 1 <= num_steps <= schedule.num_train_timesteps):
-        raise ValueError(f"`num_steps` must be an int in [1, {schedule.num_train_timesteps}] "
-                         f"(num_train_timesteps); received {num_steps!r}.")
-
-
-def _check_guidance(guidance_scale):
-    check_finite_number("guidance_scale", guidance_scale)
-    if guidance_scale < 0:
-        raise ValueError(f"`guidance_scale` must be >= 0; received {guidance_scale!r}.")
-
-
 @keras.saving.register_keras_serializable(package="keras_bigmodels")
-class DiffusionPrior(SubclassedTask):
+class DiffusionPrior(SeedStateSaving, SubclassedTask):
     """unCLIP's diffusion prior: trains a `PriorTransformer` to map text to image embeddings.
 
     `fit(text_embeddings, image_embeddings)` noises the image embeddings with the forward
@@ -219,18 +207,18 @@ class DiffusionPrior(SubclassedTask):
         timesteps, previous = sampler.timesteps(num_steps)
         backbone = self.backbone
 
-        def generate(initial_noise, step_noise, text, guidance_scale):
+        def network(x, t, conditions):
+            return ops.cast(backbone([x, t, conditions[0]], training=False), "float32")
+
+        def generate(initial_noise, noise_keys, text, guidance_scale):
             def denoise(x, t):
                 if not guided:
-                    return ops.cast(backbone([x, t, text], training=False), "float32")
-                both = backbone([ops.concatenate([x, x], axis=0),
-                                 ops.concatenate([t, t], axis=0),
-                                 ops.concatenate([text, ops.zeros_like(text)], axis=0)],
-                                training=False)
-                conditioned, unconditioned = ops.split(ops.cast(both, "float32"), 2, axis=0)
-                return unconditioned + guidance_scale * (conditioned - unconditioned)
+                    return network(x, t, (text,))
+                return classifier_free_guidance(network, x, t, (text,),
+                                                (ops.zeros_like(text),), guidance_scale)
 
-            return sampler.sample(denoise, initial_noise, step_noise, timesteps, previous)
+            return sampler.sample(denoise, initial_noise, None, timesteps, previous,
+                                  noise_keys)
 
         function = compile_function(generate, backbone.variables)
         if len(table) >= self.max_compiled_functions:
@@ -254,17 +242,14 @@ class DiffusionPrior(SubclassedTask):
         (2, 16)
         """
         text = _check_embeddings("text_embeddings", text_embeddings, self.embedding_dim)
-        check_in("sampler", sampler, DIFFUSION_SAMPLERS)
-        _check_num_steps(num_steps, self.schedule)
-        _check_guidance(guidance_scale)
+        check_sampling_arguments(self.schedule, sampler, num_steps, guidance_scale)
         step_sampler = DiffusionSampler(self.schedule, sampler, eta=eta,
                                         prediction_type=self.prediction_type,
                                         clip_sample=False)
         function = self._sample_function(step_sampler, int(num_steps), guidance_scale != 1.0)
-        noise_steps = num_steps if step_sampler.needs_noise else 1
-        initial, step_noise = sampling_noise(seed, text.shape[0], (self.embedding_dim,),
-                                             noise_steps)
-        out = function(ops.convert_to_tensor(initial), ops.convert_to_tensor(step_noise),
+        # Each step's noise is drawn inside the loop from one key per row.
+        initial, noise_keys = sampling_noise(seed, text.shape[0], (self.embedding_dim,))
+        out = function(ops.convert_to_tensor(initial), ops.convert_to_tensor(noise_keys, "int32"),
                        ops.convert_to_tensor(text),
                        ops.convert_to_tensor(float(guidance_scale), "float32"))
         return ops.convert_to_numpy(out)
@@ -288,6 +273,12 @@ class DiffusionPrior(SubclassedTask):
 
 class UnCLIPPipeline:
     """Text -> CLIP text embedding -> prior -> image embedding -> decoder -> images.
+
+    Not a Keras model: it chains three separately trained models, each with its own
+    optimizer state, and has no single call or loss of its own. `save(directory)` writes
+    each part as its own `.keras` file (so each loads, and resumes training, with
+    `keras.models.load_model`) plus a small JSON of the pipeline's settings;
+    `UnCLIPPipeline.load(directory)` reassembles them.
 
     Args:
         text_encoder: a `CLIPBackbone` (its `encode_text`: unit-length joint-space
@@ -316,10 +307,58 @@ class UnCLIPPipeline:
         self.tokenizer = tokenizer
         self.sequence_length = sequence_length
 
+    PART_FILES = {"text_encoder": "text_encoder.keras", "prior": "prior.keras",
+                  "decoder": "decoder.keras"}
+    SETTINGS_FILE = "unclip_pipeline.json"
+
+    def save(self, directory):
+        """Write the three parts as `.keras` files and the settings as JSON into `directory`.
+
+        The tokenizer is not saved; pass it to `load`.
+
+        Example:
+        >>> pipeline.save("unclip/")
+        >>> UnCLIPPipeline.load("unclip/", tokenizer=tokenizer)
+        """
+        import json
+        import os
+
+        directory = os.fspath(directory)
+        os.makedirs(directory, exist_ok=True)
+        for attribute, file in self.PART_FILES.items():
+            getattr(self, attribute).save(os.path.join(directory, file))
+        with open(os.path.join(directory, self.SETTINGS_FILE), "w") as f:
+            json.dump({"sequence_length": self.sequence_length,
+                       "parts": self.PART_FILES}, f, indent=1)
+
+    @classmethod
+    def load(cls, directory, tokenizer=None):
+        """The pipeline `save(directory)` wrote (each part through `keras.models.load_model`).
+
+        Args:
+            directory: the directory written by `save`.
+            tokenizer: packs string prompts (not saved with the pipeline).
+
+        Example:
+        >>> pipeline = UnCLIPPipeline.load("unclip/", tokenizer=tokenizer)
+        """
+        import json
+        import os
+
+        directory = os.fspath(directory)
+        settings_path = os.path.join(directory, cls.SETTINGS_FILE)
+        if not os.path.isfile(settings_path):
+            raise ValueError(f"`directory` {directory!r} has no {cls.SETTINGS_FILE}; pass a "
+                             "directory written by UnCLIPPipeline.save.")
+        with open(settings_path) as f:
+            settings = json.load(f)
+        parts = {attribute: keras.models.load_model(os.path.join(directory, file))
+                 for attribute, file in settings["parts"].items()}
+        return cls(parts["text_encoder"], parts["prior"], parts["decoder"], tokenizer=tokenizer,
+                   sequence_length=settings["sequence_length"])
+
     def encode_text(self, prompts):
         """CLIP text embeddings [n, embedding_dim] of strings or token id rows."""
-        from keras_bigmodels.models.diffusion.tasks import prompt_token_ids
-
         token_ids = prompt_token_ids(prompts, self.tokenizer, self.sequence_length)
         if hasattr(self.text_encoder, "encode_text"):
             embeddings = self.text_encoder.encode_text(token_ids)

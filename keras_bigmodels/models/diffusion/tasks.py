@@ -5,14 +5,23 @@ loss: each step draws timesteps and noise with `keras.random` from the task's
 `SeedGenerator`, noises the images with the forward process, and regresses the noise
 (or v). The work happens in `compute_loss`, which every backend's `train_step` calls inside
 its gradient computation, so one implementation trains on JAX, TensorFlow and PyTorch.
+
+The context-conditioned tasks (`LatentTextToImage`, `ImageEmbeddingDecoder`) are the same
+model with other conditions: each task says how its raw conditions (class labels, text
+states, image embeddings) are read from a batch, what their null (classifier-free guidance)
+value is, and how they become the denoiser's extra inputs; training, condition dropout,
+EMA, the compiled sampling loop and guidance are written once, here.
 """
+
+import contextlib
 
 import keras
 import numpy as np
 from keras import ops
 
 from keras_bigmodels.backend import compile_function
-from keras_bigmodels.generation.diffusion import DIFFUSION_SAMPLERS, DiffusionSampler, sampling_noise
+from keras_bigmodels.generation.diffusion import (DiffusionSampler, check_sampling_arguments,
+                                                  classifier_free_guidance, sampling_noise)
 from keras_bigmodels.models.base import SubclassedTask
 from keras_bigmodels.objectives.diffusion import PREDICTION_TYPES, NoiseSchedule
 from keras_bigmodels.utils import check_finite_number, check_in, check_positive_int
@@ -27,8 +36,30 @@ def _image_shape(value):
     return tuple(int(v) for v in shape)
 
 
+class SeedStateSaving:
+    """Saves the task's `seed_generator` state with its weights.
+
+    Keras does not write a `SeedGenerator`'s state into a `.keras` file, so a reloaded
+    diffusion task would draw its training noise and timesteps from the start of the
+    stream again; with this mixin it continues where the saved one stopped (the same loss
+    on the same batch).
+    """
+
+    _seed_state_key = "seed_generator_state"
+
+    def save_own_variables(self, store):
+        super().save_own_variables(store)
+        store[self._seed_state_key] = ops.convert_to_numpy(self.seed_generator.state)
+
+    def load_own_variables(self, store):
+        keys = list(store.keys())
+        super().load_own_variables({k: store[k] for k in keys if k != self._seed_state_key})
+        if self._seed_state_key in keys:  # files written before this mixin lack it
+            self.seed_generator.state.assign(np.asarray(store[self._seed_state_key]))
+
+
 @keras.saving.register_keras_serializable(package="keras_bigmodels")
-class DiffusionModel(SubclassedTask):
+class DiffusionModel(SeedStateSaving, SubclassedTask):
     """A pixel-space diffusion model (DDPM training, DDPM/DDIM sampling) on any denoiser.
 
     The denoiser is a built Keras model called as `denoiser([noisy_images, timesteps])`, or
@@ -75,11 +106,29 @@ class DiffusionModel(SubclassedTask):
                  clip_sample=True, learning_rate=2e-4, seed=None, name="diffusion_model",
                  **kwargs):
         super().__init__(name=name, **kwargs)
+        self._init_diffusion(image_shape, num_train_timesteps, beta_schedule, beta_start,
+                             beta_end, prediction_type, condition_dropout, ema_decay,
+                             learning_rate, seed)
+        if num_classes is not None:
+            check_positive_int("num_classes", num_classes)
+        self._check_denoiser(denoiser, num_classes, condition_dropout)
+        if not denoiser.trainable_variables:
+            # Build it on one zero batch: the EMA copies need its variables.
+            inputs = [ops.zeros((1,) + self.image_shape), ops.zeros((1,), "int32")]
+            denoiser(inputs + ([ops.zeros((1,), "int32")] if num_classes else []))
+        self.backbone = denoiser
+        self.num_classes = num_classes
+        self.sample_shape = self.image_shape
+        self.clip_sample = bool(clip_sample)
+        self._finish_init()
+
+    def _init_diffusion(self, image_shape, num_train_timesteps, beta_schedule, beta_start,
+                        beta_end, prediction_type, condition_dropout, ema_decay,
+                        learning_rate, seed):
+        """The checks and state every diffusion task shares (schedule, dropout, EMA, seed)."""
         self.image_shape = _image_shape(image_shape)
         self.schedule = NoiseSchedule(num_train_timesteps, beta_schedule, beta_start, beta_end)
         check_in("prediction_type", prediction_type, PREDICTION_TYPES)
-        if num_classes is not None:
-            check_positive_int("num_classes", num_classes)
         check_finite_number("condition_dropout", condition_dropout)
         if not 0 <= condition_dropout < 1:
             raise ValueError(f"`condition_dropout` must be in [0, 1); received "
@@ -89,34 +138,29 @@ class DiffusionModel(SubclassedTask):
             if not 0 < ema_decay < 1:
                 raise ValueError(f"`ema_decay` must be in (0, 1) or None; received "
                                  f"{ema_decay!r}.")
-        self._check_denoiser(denoiser, num_classes, condition_dropout)
-        if not denoiser.trainable_variables:
-            # Build it on one zero batch: the EMA copies need its variables.
-            inputs = [ops.zeros((1,) + self.image_shape), ops.zeros((1,), "int32")]
-            denoiser(inputs + ([ops.zeros((1,), "int32")] if num_classes else []))
-        self.backbone = denoiser
-        self.num_classes = num_classes
         self.prediction_type = prediction_type
         self.condition_dropout = float(condition_dropout)
         self.ema_decay = None if ema_decay is None else float(ema_decay)
-        self.clip_sample = bool(clip_sample)
         self.learning_rate = float(learning_rate)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed, name="diffusion_noise")
-        self._init_ema(denoiser)
+
+    def _finish_init(self):
+        self._init_ema()
         self.built = True
         self.compile()
 
-    def _init_ema(self, denoiser):
+    def _init_ema(self):
         if self.ema_decay is None:
             return
         self.ema_updates = self.add_weight(shape=(), initializer="zeros", dtype="float32",
                                            trainable=False, name="ema_updates")
+        variables = self._ema_sources()
         self.ema_weights = [
             self.add_weight(shape=v.shape, initializer="zeros", dtype=v.dtype,
                             trainable=False, name=f"ema_{i}")
-            for i, v in enumerate(denoiser.trainable_variables)]
-        for ema, variable in zip(self.ema_weights, denoiser.trainable_variables):
+            for i, v in enumerate(variables)]
+        for ema, variable in zip(self.ema_weights, variables):
             # A host copy: JAX would otherwise share (and donate twice) one buffer.
             ema.assign(ops.convert_to_numpy(variable))
 
@@ -162,6 +206,41 @@ class DiffusionModel(SubclassedTask):
                     f"num_classes + 1 = {num_classes + 1} classes (the last is the null class "
                     f"of classifier-free guidance); the denoiser embeds {embedded}.")
 
+    # What a task conditions on (subclasses override) ----------------------------------
+    def _denoising_layers(self):
+        """The trained layers that make a prediction: EMA'd and read by sampling."""
+        return [self.backbone]
+
+    def _ema_sources(self):
+        return [v for layer in self._denoising_layers() for v in layer.trainable_variables]
+
+    def _sampling_variables(self):
+        return [v for layer in self._denoising_layers() for v in layer.variables]
+
+    def _condition_inputs(self, y, training=False):
+        """The raw conditions of a training batch, a tuple of tensors [batch, ...]."""
+        if self.num_classes is None:
+            return ()
+        if y is None:
+            raise ValueError("A class-conditioned DiffusionModel trains on (images, "
+                             "labels): pass the labels as `y`.")
+        return (ops.reshape(ops.cast(y, "int32"), (-1,)),)
+
+    def _null_inputs(self, conditions):
+        """The null condition (classifier-free guidance) shaped like `conditions`."""
+        return tuple(ops.full_like(c, self.null_class) for c in conditions)
+
+    def _network_inputs(self, conditions, training=False):
+        """The denoiser's inputs after [noisy, timesteps], from raw conditions."""
+        return list(conditions)
+
+    def _encode(self, images):
+        """Images in [0, 1] -> the samples the denoiser works on ([-1, 1] pixels)."""
+        return ops.cast(images, "float32") * 2.0 - 1.0
+
+    def _decode(self, samples):
+        return ops.clip((samples + 1.0) / 2.0, 0.0, 1.0)
+
     # Training -------------------------------------------------------------------------
     def compile(self, optimizer=None, **kwargs):
         """Compile with AdamW at `learning_rate` (weight decay 0) by default; the loss is the
@@ -171,8 +250,9 @@ class DiffusionModel(SubclassedTask):
         >>> model.compile(keras.optimizers.Adam(1e-3))
         """
         if kwargs.get("loss") is not None:
-            raise ValueError("`loss` is fixed for DiffusionModel (the diffusion MSE on the "
-                             f"{self.prediction_type} target); received {kwargs['loss']!r}.")
+            raise ValueError(f"`loss` is fixed for {type(self).__name__} (the diffusion MSE "
+                             f"on the {self.prediction_type} target); received "
+                             f"{kwargs['loss']!r}.")
         kwargs.pop("loss", None)
         if optimizer is None:
             optimizer = keras.optimizers.AdamW(self.learning_rate, weight_decay=0.0)
@@ -180,34 +260,36 @@ class DiffusionModel(SubclassedTask):
 
     def call(self, inputs, training=None):
         # The trainer calls the model on the images before `compute_loss`; the noising and
-        # the denoiser run there, where the labels (y) are available too.
+        # the denoiser run there, where the conditions (y) are available too.
         return inputs
 
     def label_range(self):
         return None if self.num_classes is None else (0, self.num_classes)
 
+    def _split(self, x, y):
+        return x, y
+
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """The diffusion loss of a batch of images x in [0, 1] (labels y if conditional):
+        """The diffusion loss of a batch of images x in [0, 1] (conditions y if conditional):
         mean squared error between the denoiser's output and the noise (or v)."""
-        images = ops.cast(x, "float32") * 2.0 - 1.0
-        batch = ops.shape(images)[0]
+        x, y = self._split(x, y)
+        samples = self._encode(x)
+        batch = ops.shape(samples)[0]
         timesteps = keras.random.randint((batch,), 0, self.schedule.num_train_timesteps,
                                          seed=self.seed_generator, dtype="int32")
-        noise = keras.random.normal(ops.shape(images), seed=self.seed_generator)
-        noisy = self.schedule.add_noise(images, noise, timesteps)
-        inputs = [noisy, timesteps]
-        if self.num_classes is not None:
-            if y is None:
-                raise ValueError("A class-conditioned DiffusionModel trains on (images, "
-                                 "labels): pass the labels as `y`.")
-            labels = ops.reshape(ops.cast(y, "int32"), (-1,))
-            if self.condition_dropout > 0:
-                dropped = keras.random.uniform((batch,), seed=self.seed_generator)
-                labels = ops.where(ops.less(dropped, self.condition_dropout),
-                                   self.null_class, labels)
-            inputs.append(labels)
+        noise = keras.random.normal(ops.shape(samples), seed=self.seed_generator)
+        noisy = self.schedule.add_noise(samples, noise, timesteps)
+        conditions = self._condition_inputs(y, training=training)
+        if conditions and self.condition_dropout > 0:
+            # One draw per row drops all of its conditions together.
+            keep = ops.greater_equal(keras.random.uniform((batch,), seed=self.seed_generator),
+                                     self.condition_dropout)
+            conditions = tuple(
+                ops.where(ops.reshape(keep, (-1,) + (1,) * (len(c.shape) - 1)), c, null)
+                for c, null in zip(conditions, self._null_inputs(conditions)))
+        inputs = [noisy, timesteps, *self._network_inputs(conditions, training=training)]
         prediction = ops.cast(self.backbone(inputs, training=training), "float32")
-        target = self.schedule.target(self.prediction_type, images, noise, timesteps)
+        target = self.schedule.target(self.prediction_type, samples, noise, timesteps)
         loss = ops.mean(ops.square(prediction - target))
         if training and self.ema_decay is not None:
             self._update_ema()
@@ -219,13 +301,14 @@ class DiffusionModel(SubclassedTask):
         # carry it (JAX threads the new values out as non-trainable state).
         updates = self.ema_updates + 1.0
         decay = ops.minimum(self.ema_decay, (1.0 + updates) / (10.0 + updates))
-        for ema, variable in zip(self.ema_weights, self.backbone.trainable_variables):
+        for ema, variable in zip(self.ema_weights, self._ema_sources()):
             value = ops.stop_gradient(ops.convert_to_tensor(variable))
             ema.assign(decay * ema + (1.0 - decay) * ops.cast(value, ema.dtype))
         self.ema_updates.assign(updates)
 
     def fit(self, x=None, y=None, *args, **kwargs):
-        self._check_images(x)
+        images, _ = self._split(x, y)
+        self._check_images(images)
         return super().fit(x, y, *args, **kwargs)
 
     def _check_images(self, x):
@@ -243,35 +326,34 @@ class DiffusionModel(SubclassedTask):
                                 prediction_type=self.prediction_type,
                                 clip_sample=self.clip_sample)
 
-    def _sample_function(self, sampler, num_steps, guided, conditional):
-        key = (sampler.sampler, sampler.eta, num_steps, guided, conditional)
+    def _sample_function(self, sampler, num_steps, guided, num_conditions):
+        """The compiled reverse process: (initial noise, noise keys, conditions, null
+        conditions, guidance scale) -> images in [0, 1]; cached per configuration."""
+        key = (sampler.sampler, sampler.eta, num_steps, guided, num_conditions)
         table = self.__dict__.setdefault("_sample_functions", {})
         if key in table:
             return table[key]
         timesteps, previous = sampler.timesteps(num_steps)
         backbone = self.backbone
-        null_class = self.null_class
 
-        def generate(initial_noise, step_noise, labels, guidance_scale):
+        def network(x, t, conditions):
+            inputs = [x, t, *self._network_inputs(conditions)]
+            return ops.cast(backbone(inputs, training=False), "float32")
+
+        def generate(initial_noise, noise_keys, conditions, null_conditions, guidance_scale):
             self.__dict__["_sample_traces"] = self.__dict__.get("_sample_traces", 0) + 1
 
             def denoise(x, t):
-                if not conditional:
-                    return ops.cast(backbone([x, t], training=False), "float32")
                 if not guided:
-                    return ops.cast(backbone([x, t, labels], training=False), "float32")
-                # One batch of both passes: conditional rows, then the null class.
-                both = backbone([ops.concatenate([x, x], axis=0),
-                                 ops.concatenate([t, t], axis=0),
-                                 ops.concatenate([labels, ops.full_like(labels, null_class)],
-                                                 axis=0)], training=False)
-                conditioned, unconditioned = ops.split(ops.cast(both, "float32"), 2, axis=0)
-                return unconditioned + guidance_scale * (conditioned - unconditioned)
+                    return network(x, t, conditions)
+                return classifier_free_guidance(network, x, t, conditions, null_conditions,
+                                                guidance_scale)
 
-            images = sampler.sample(denoise, initial_noise, step_noise, timesteps, previous)
-            return ops.clip((images + 1.0) / 2.0, 0.0, 1.0)
+            samples = sampler.sample(denoise, initial_noise, None, timesteps, previous,
+                                     noise_keys)
+            return self._decode(samples)
 
-        function = compile_function(generate, backbone.variables)
+        function = compile_function(generate, self._sampling_variables())
         if len(table) >= self.max_compiled_functions:
             table.pop(next(iter(table)))
         table[key] = function
@@ -281,6 +363,40 @@ class DiffusionModel(SubclassedTask):
     def sample_traces(self):
         """How often a sampling function was traced (on torch, which runs eagerly: called)."""
         return self.__dict__.get("_sample_traces", 0)
+
+    @contextlib.contextmanager
+    def _weights_for_sampling(self, use_ema):
+        """The EMA weights swapped in for the duration (when kept and asked for)."""
+        if not (use_ema and self.ema_decay is not None):
+            yield
+            return
+        variables = self._ema_sources()
+        saved = [ops.convert_to_numpy(v) for v in variables]
+        for variable, ema in zip(variables, self.ema_weights):
+            variable.assign(ops.convert_to_numpy(ema))
+        try:
+            yield
+        finally:
+            for variable, value in zip(variables, saved):
+                variable.assign(value)
+
+    def _sample(self, conditions, batch, num_steps, guidance_scale, seed, sampler, eta,
+                use_ema, guided):
+        """Images (numpy) from host conditions (a tuple of arrays [batch, ...])."""
+        check_sampling_arguments(self.schedule, sampler, num_steps, guidance_scale)
+        step_sampler = self._sampler(sampler, eta)
+        function = self._sample_function(step_sampler, int(num_steps), guided,
+                                         len(conditions))
+        # The initial noise and one key per row; each step's noise is drawn in the loop.
+        initial, noise_keys = sampling_noise(seed, batch, self.sample_shape)
+        conditions = tuple(ops.convert_to_tensor(c) for c in conditions)
+        null_conditions = self._null_inputs(conditions)
+        with self._weights_for_sampling(use_ema):
+            images = function(ops.convert_to_tensor(initial),
+                              ops.convert_to_tensor(noise_keys, "int32"), conditions,
+                              null_conditions,
+                              ops.convert_to_tensor(float(guidance_scale), "float32"))
+            return ops.convert_to_numpy(images)
 
     def generate(self, labels=None, num_images=None, num_steps=50, guidance_scale=1.0,
                  seed=None, sampler="ddim", eta=0.0, use_ema=True):
@@ -305,16 +421,7 @@ class DiffusionModel(SubclassedTask):
         Example:
         >>> model.generate([0, 1, 2], num_steps=25, guidance_scale=3.0, seed=0)
         """
-        check_in("sampler", sampler, DIFFUSION_SAMPLERS)
-        if (isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer))
-                or not 1 <= num_steps <= self.schedule.num_train_timesteps):
-            raise ValueError(f"`num_steps` must be an int in [1, "
-                             f"{self.schedule.num_train_timesteps}] (num_train_timesteps); "
-                             f"received {num_steps!r}.")
-        check_finite_number("guidance_scale", guidance_scale)
-        if guidance_scale < 0:
-            raise ValueError(f"`guidance_scale` must be >= 0; received {guidance_scale!r}.")
-        step_sampler = self._sampler(sampler, eta)
+        check_sampling_arguments(self.schedule, sampler, num_steps, guidance_scale)
         conditional = self.num_classes is not None
         if labels is not None:
             if not conditional:
@@ -334,44 +441,24 @@ class DiffusionModel(SubclassedTask):
             if conditional:
                 labels = np.full((batch,), self.null_class)
         if conditional:
-            guided = guidance_scale != 1.0
-            if labels is not None and np.all(labels == self.null_class):
-                guided = False
+            # Guidance against the null class is a no-op when every row is the null class.
+            guided = guidance_scale != 1.0 and not np.all(labels == self.null_class)
+            conditions = (labels.astype("int32"),)
         else:
             if guidance_scale != 1.0:
                 raise ValueError("`guidance_scale` needs a class-conditioned model; an "
                                  f"unconditional one samples at 1.0 (received {guidance_scale}).")
             guided = False
-            labels = np.zeros((batch,))
-
-        function = self._sample_function(step_sampler, num_steps, guided, conditional)
-        noise_steps = num_steps if step_sampler.needs_noise else 1
-        initial, step_noise = sampling_noise(seed, batch, self.image_shape, noise_steps)
-        swap = use_ema and self.ema_decay is not None
-        if swap:
-            saved = [ops.convert_to_numpy(v) for v in self.backbone.trainable_variables]
-            for variable, ema in zip(self.backbone.trainable_variables, self.ema_weights):
-                variable.assign(ops.convert_to_numpy(ema))
-        try:
-            images = function(ops.convert_to_tensor(initial),
-                              ops.convert_to_tensor(step_noise),
-                              ops.convert_to_tensor(labels, "int32"),
-                              ops.convert_to_tensor(float(guidance_scale), "float32"))
-            images = ops.convert_to_numpy(images)
-        finally:
-            if swap:
-                for variable, value in zip(self.backbone.trainable_variables, saved):
-                    variable.assign(value)
-        return images
+            conditions = ()
+        return self._sample(conditions, batch, num_steps, guidance_scale, seed, sampler, eta,
+                            use_ema, guided)
 
     # Config ---------------------------------------------------------------------------
-    def get_config(self):
+    def _diffusion_config(self):
         return {
             "name": self.name,
             "trainable": self.trainable,
-            "denoiser": keras.saving.serialize_keras_object(self.backbone),
             "image_shape": list(self.image_shape),
-            "num_classes": self.num_classes,
             **self.schedule.get_config(),
             "prediction_type": self.prediction_type,
             "condition_dropout": self.condition_dropout,
@@ -381,11 +468,20 @@ class DiffusionModel(SubclassedTask):
             "seed": self.seed,
         }
 
+    def get_config(self):
+        return {**self._diffusion_config(),
+                "denoiser": keras.saving.serialize_keras_object(self.backbone),
+                "num_classes": self.num_classes}
+
+    # The nested Keras objects a config holds, by constructor argument.
+    _nested_objects = ("denoiser", "unet", "vae", "text_encoder")
+
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        if isinstance(config.get("denoiser"), dict):
-            config["denoiser"] = keras.saving.deserialize_keras_object(config["denoiser"])
+        for key in cls._nested_objects:
+            if isinstance(config.get(key), dict):
+                config[key] = keras.saving.deserialize_keras_object(config[key])
         return cls(**config)
 
 
@@ -414,27 +510,18 @@ def prompt_token_ids(prompts, tokenizer=None, sequence_length=None, argument="pr
 
 
 class _ContextDiffusion(DiffusionModel):
-    """Diffusion over `UNet2DCondition([x, t, context])`, optionally in a frozen VAE's
-    latent space; subclasses say how a condition becomes the context and what the null
-    (classifier-free guidance) context is."""
+    """Diffusion over `UNet2DCondition([x, t, context(, added)])`, optionally in a frozen
+    VAE's latent space; subclasses say how a condition becomes the denoiser's inputs and
+    what the null (classifier-free guidance) condition is."""
 
     def __init__(self, unet, image_shape, vae=None, num_train_timesteps=1000,
                  beta_schedule="linear", beta_start=0.0001, beta_end=0.02,
                  prediction_type="epsilon", condition_dropout=0.1, ema_decay=None,
                  clip_sample=None, learning_rate=1e-4, seed=None, name=None, **kwargs):
         SubclassedTask.__init__(self, name=name, **kwargs)
-        self.image_shape = _image_shape(image_shape)
-        self.schedule = NoiseSchedule(num_train_timesteps, beta_schedule, beta_start, beta_end)
-        check_in("prediction_type", prediction_type, PREDICTION_TYPES)
-        check_finite_number("condition_dropout", condition_dropout)
-        if not 0 <= condition_dropout < 1:
-            raise ValueError(f"`condition_dropout` must be in [0, 1); received "
-                             f"{condition_dropout!r}.")
-        if ema_decay is not None:
-            check_finite_number("ema_decay", ema_decay)
-            if not 0 < ema_decay < 1:
-                raise ValueError(f"`ema_decay` must be in (0, 1) or None; received "
-                                 f"{ema_decay!r}.")
+        self._init_diffusion(image_shape, num_train_timesteps, beta_schedule, beta_start,
+                             beta_end, prediction_type, condition_dropout, ema_decay,
+                             learning_rate, seed)
         if not isinstance(unet, keras.Model) or not getattr(unet, "cross_attention_dim", None):
             raise ValueError("`unet` must be a UNet2DCondition (called as unet([noisy, "
                              f"timesteps, encoder_hidden_states])); received "
@@ -468,158 +555,46 @@ class _ContextDiffusion(DiffusionModel):
         self.sample_shape = sample_shape
         self.backbone = unet
         self.num_classes = None
-        self.prediction_type = prediction_type
-        self.condition_dropout = float(condition_dropout)
-        self.ema_decay = None if ema_decay is None else float(ema_decay)
         # Latents are not bounded to [-1, 1]: Stable Diffusion samples without clipping.
         self.clip_sample = (vae is None) if clip_sample is None else bool(clip_sample)
-        self.learning_rate = float(learning_rate)
-        self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed, name="diffusion_noise")
-
-    def _finish_init(self):
-        self._init_ema(self.backbone)
-        self.built = True
-        self.compile()
-
-    # Subclasses: condition -> context [batch, length, cross_attention_dim]; null context.
-    def _context(self, condition, training=False):
-        raise NotImplementedError
-
-    def _null_context(self, batch):
-        raise NotImplementedError
 
     def label_range(self):
         return None
 
     def _split(self, x, y):
         if y is None and isinstance(x, (tuple, list)) and len(x) == 2:
-            return x
+            return tuple(x)
         return x, y
 
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """Diffusion MSE of images x in [0, 1] (in the VAE's scaled latents) given conditions y."""
-        x, y = self._split(x, y)
+    def _sampling_variables(self):
+        variables = super()._sampling_variables()
+        return variables + (list(self.vae.variables) if self.vae is not None else [])
+
+    def _encode(self, images):
+        samples = super()._encode(images)
+        if self.vae is None:
+            return samples
+        return ops.stop_gradient(ops.cast(
+            self.vae.encode_latents(samples, seed=self.seed_generator), "float32"))
+
+    def _decode(self, samples):
+        if self.vae is not None:
+            samples = ops.cast(self.vae.decode_latents(samples), "float32")
+        return super()._decode(samples)
+
+    def _condition_inputs(self, y, training=False):
         if y is None:
             raise ValueError(f"{type(self).__name__} trains on (images, conditions); the "
                              "conditions are missing.")
-        samples = ops.cast(x, "float32") * 2.0 - 1.0
-        if self.vae is not None:
-            samples = ops.stop_gradient(ops.cast(
-                self.vae.encode_latents(samples, seed=self.seed_generator), "float32"))
-        batch = ops.shape(samples)[0]
-        timesteps = keras.random.randint((batch,), 0, self.schedule.num_train_timesteps,
-                                         seed=self.seed_generator, dtype="int32")
-        noise = keras.random.normal(ops.shape(samples), seed=self.seed_generator)
-        noisy = self.schedule.add_noise(samples, noise, timesteps)
-        context = ops.cast(self._context(y, training=training), "float32")
-        if self.condition_dropout > 0:
-            null = ops.cast(self._null_context(batch), "float32")
-            keep = ops.greater_equal(
-                keras.random.uniform((batch, 1, 1), seed=self.seed_generator),
-                self.condition_dropout)
-            context = ops.where(keep, context, null)
-        prediction = ops.cast(self.backbone([noisy, timesteps, context], training=training),
-                              "float32")
-        target = self.schedule.target(self.prediction_type, samples, noise, timesteps)
-        loss = ops.mean(ops.square(prediction - target))
-        if training and self.ema_decay is not None:
-            self._update_ema()
-        return loss
+        return self._conditions_of(y, training)
 
-    def fit(self, x=None, y=None, *args, **kwargs):
-        images, _ = self._split(x, y)
-        self._check_images(images)
-        return SubclassedTask.fit(self, x, y, *args, **kwargs)
+    def _conditions_of(self, y, training=False):
+        raise NotImplementedError
 
-    def _context_sample_function(self, sampler, num_steps, guided):
-        key = ("context", sampler.sampler, sampler.eta, num_steps, guided)
-        table = self.__dict__.setdefault("_sample_functions", {})
-        if key in table:
-            return table[key]
-        timesteps, previous = sampler.timesteps(num_steps)
-        backbone, vae = self.backbone, self.vae
-
-        def generate(initial_noise, step_noise, context, null_context, guidance_scale):
-            self.__dict__["_sample_traces"] = self.__dict__.get("_sample_traces", 0) + 1
-
-            def denoise(x, t):
-                if not guided:
-                    return ops.cast(backbone([x, t, context], training=False), "float32")
-                # One batch of both passes: conditioned rows, then the null context.
-                both = backbone([ops.concatenate([x, x], axis=0),
-                                 ops.concatenate([t, t], axis=0),
-                                 ops.concatenate([context, null_context], axis=0)],
-                                training=False)
-                conditioned, unconditioned = ops.split(ops.cast(both, "float32"), 2, axis=0)
-                return unconditioned + guidance_scale * (conditioned - unconditioned)
-
-            samples = sampler.sample(denoise, initial_noise, step_noise, timesteps, previous)
-            if vae is not None:
-                samples = ops.cast(vae.decode_latents(samples), "float32")
-            return ops.clip((samples + 1.0) / 2.0, 0.0, 1.0)
-
-        variables = list(backbone.variables) + (list(vae.variables) if vae is not None else [])
-        function = compile_function(generate, variables)
-        if len(table) >= self.max_compiled_functions:
-            table.pop(next(iter(table)))
-        table[key] = function
-        return function
-
-    def _generate_from_context(self, context, num_steps, guidance_scale, seed, sampler, eta,
-                               use_ema):
-        check_in("sampler", sampler, DIFFUSION_SAMPLERS)
-        if (isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer))
-                or not 1 <= num_steps <= self.schedule.num_train_timesteps):
-            raise ValueError(f"`num_steps` must be an int in [1, "
-                             f"{self.schedule.num_train_timesteps}] (num_train_timesteps); "
-                             f"received {num_steps!r}.")
-        check_finite_number("guidance_scale", guidance_scale)
-        if guidance_scale < 0:
-            raise ValueError(f"`guidance_scale` must be >= 0; received {guidance_scale!r}.")
-        step_sampler = self._sampler(sampler, eta)
-        guided = guidance_scale != 1.0
-        batch = int(context.shape[0])
-        function = self._context_sample_function(step_sampler, int(num_steps), guided)
-        noise_steps = num_steps if step_sampler.needs_noise else 1
-        initial, step_noise = sampling_noise(seed, batch, self.sample_shape, noise_steps)
-        null = ops.convert_to_numpy(self._null_context(batch)).astype("float32")
-        swap = use_ema and self.ema_decay is not None
-        if swap:
-            saved = [ops.convert_to_numpy(v) for v in self.backbone.trainable_variables]
-            for variable, ema in zip(self.backbone.trainable_variables, self.ema_weights):
-                variable.assign(ops.convert_to_numpy(ema))
-        try:
-            images = function(ops.convert_to_tensor(initial), ops.convert_to_tensor(step_noise),
-                              ops.convert_to_tensor(np.asarray(context, "float32")),
-                              ops.convert_to_tensor(null),
-                              ops.convert_to_tensor(float(guidance_scale), "float32"))
-            images = ops.convert_to_numpy(images)
-        finally:
-            if swap:
-                for variable, value in zip(self.backbone.trainable_variables, saved):
-                    variable.assign(value)
-        return images
-
-    def _base_config(self):
-        return {
-            "name": self.name, "trainable": self.trainable,
-            "unet": keras.saving.serialize_keras_object(self.backbone),
-            "vae": None if self.vae is None else keras.saving.serialize_keras_object(self.vae),
-            "image_shape": list(self.image_shape), **self.schedule.get_config(),
-            "prediction_type": self.prediction_type,
-            "condition_dropout": self.condition_dropout, "ema_decay": self.ema_decay,
-            "clip_sample": self.clip_sample, "learning_rate": self.learning_rate,
-            "seed": self.seed,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        for key in ("unet", "vae", "text_encoder"):
-            if isinstance(config.get(key), dict):
-                config[key] = keras.saving.deserialize_keras_object(config[key])
-        return cls(**config)
+    def _config(self):
+        return {**self._diffusion_config(),
+                "unet": keras.saving.serialize_keras_object(self.backbone),
+                "vae": None if self.vae is None else keras.saving.serialize_keras_object(self.vae)}
 
 
 @keras.saving.register_keras_serializable(package="keras_bigmodels")
@@ -639,7 +614,9 @@ class LatentTextToImage(_ContextDiffusion):
         unet: a `UNet2DCondition` over the latents, cross_attention_dim = the text width.
         text_encoder: a `CLIPTextEncoder` (frozen unless `train_text_encoder`).
         image_shape: (height, width, channels) of the images.
-        tokenizer: packs string prompts (with `pack_texts`); optional.
+        tokenizer: packs string prompts (with `pack_texts`); optional, and not saved with
+            the model: after `keras.models.load_model`, set `model.tokenizer` again to
+            generate from strings.
         sequence_length: token row length (default: the text encoder's max_sequence_length).
         empty_prompt_ids: the packed empty prompt [sequence_length]; default: packed "" with
             the tokenizer (one of the two is required).
@@ -706,9 +683,15 @@ class LatentTextToImage(_ContextDiffusion):
         states = states["sequence_output"]
         return states if self.train_text_encoder else ops.stop_gradient(states)
 
-    def _null_context(self, batch):
-        states = self._context(ops.convert_to_tensor(self.empty_prompt_ids[None]))
-        return ops.broadcast_to(states, (batch,) + tuple(states.shape[1:]))
+    def _conditions_of(self, token_ids, training=False):
+        return (ops.cast(self._context(token_ids, training=training), "float32"),)
+
+    def _null_inputs(self, conditions):
+        # The empty prompt's states: the unconditional model of classifier-free guidance.
+        states = ops.cast(self._context(ops.convert_to_tensor(self.empty_prompt_ids[None])),
+                          "float32")
+        batch = ops.shape(conditions[0])[0]
+        return (ops.broadcast_to(states, (batch,) + tuple(states.shape[1:])),)
 
     def fit(self, x=None, y=None, *args, **kwargs):
         _, token_ids = self._split(x, y)
@@ -730,13 +713,15 @@ class LatentTextToImage(_ContextDiffusion):
         Example:
         >>> model.generate(token_ids[:2], num_steps=20, guidance_scale=3.0, seed=0)
         """
+        check_sampling_arguments(self.schedule, sampler, num_steps, guidance_scale)
         token_ids = prompt_token_ids(prompts, self.tokenizer, self.sequence_length)
         context = ops.convert_to_numpy(self._context(ops.convert_to_tensor(token_ids)))
-        return self._generate_from_context(context, num_steps, guidance_scale, seed, sampler,
-                                           eta, use_ema)
+        return self._sample((context.astype("float32"),), len(token_ids), num_steps,
+                            guidance_scale, seed, sampler, eta, use_ema,
+                            guided=guidance_scale != 1.0)
 
     def get_config(self):
-        return {**self._base_config(),
+        return {**self._config(),
                 "text_encoder": keras.saving.serialize_keras_object(self.text_encoder),
                 "sequence_length": self.sequence_length,
                 "empty_prompt_ids": self.empty_prompt_ids.tolist(),
@@ -745,64 +730,129 @@ class LatentTextToImage(_ContextDiffusion):
 
 @keras.saving.register_keras_serializable(package="keras_bigmodels")
 class ImageEmbeddingDecoder(_ContextDiffusion):
-    """unCLIP's decoder at small scale: images from CLIP image embeddings.
+    """unCLIP's decoder (Ramesh et al. 2022, Sec. 2.1) at small scale: images from CLIP
+    image embeddings.
 
-    A `UNet2DCondition` whose cross-attention context is the image embedding as one token
-    (cross_attention_dim = embedding width; unCLIP projects it to extra context tokens), in
-    pixel space or a frozen VAE's latents. A `condition_dropout` share of training rows sees
-    a zero embedding, the null condition that `generate(guidance_scale=s)` contrasts with
-    (as the paper sets the CLIP embedding to zero 10% of the time).
+    The embedding conditions a `UNet2DCondition` through both of the paper's paths: it is
+    projected and added to the timestep embedding (the unet's `class_labels` input, built
+    with `class_embedding_input_dim` = the embedding width), and projected into
+    `num_context_tokens` extra tokens (4 in the paper) of cross-attention context, placed
+    before the text tokens when text states are given (as diffusers' UnCLIPTextProjModel).
+    Pixel space, or a frozen VAE's latents. A `condition_dropout` share of training rows
+    sees a zero embedding (and zero text states), the null condition that
+    `generate(guidance_scale=s)` contrasts with (the paper zeroes the CLIP embedding 10% of
+    the time).
+
+    Conditions: image embeddings [batch, condition_dim], or a pair (image embeddings, text
+    states [batch, text_length, cross_attention_dim]), e.g. a text encoder's sequence
+    output.
 
     Args:
-        unet: a `UNet2DCondition`; its cross_attention_dim is the embedding width.
+        unet: a `UNet2DCondition` with `class_embedding_input_dim` set (the embedding width).
         image_shape: (height, width, channels).
         vae: an optional `AutoencoderKL` (latent decoder).
+        num_context_tokens: extra context tokens projected from the embedding.
         Others: as `DiffusionModel`.
 
     Example:
-    >>> decoder = ImageEmbeddingDecoder(unet, image_shape=(16, 16, 3))
+    >>> unet = UNet2DCondition(in_channels=3, out_channels=3, block_out_channels=(16, 16),
+    ...                        cross_attention_levels=(True, False), num_heads=2,
+    ...                        cross_attention_dim=16, norm_num_groups=4,
+    ...                        class_embedding_input_dim=8)
+    >>> decoder = ImageEmbeddingDecoder(unet, image_shape=(8, 8, 3))
     >>> decoder.fit(images, image_embeddings, epochs=5)
     >>> decoder.generate(image_embeddings[:2], num_steps=20, seed=0).shape
-    (2, 16, 16, 3)
+    (2, 8, 8, 3)
     """
 
-    def __init__(self, unet, image_shape, vae=None, name="image_embedding_decoder", **kwargs):
+    def __init__(self, unet, image_shape, vae=None, num_context_tokens=4,
+                 name="image_embedding_decoder", **kwargs):
         super().__init__(unet, image_shape, vae=vae, name=name, **kwargs)
-        self.condition_dim = int(unet.cross_attention_dim)
+        dim = getattr(unet, "class_embedding_input_dim", None)
+        if dim is None:
+            raise ValueError("`unet` must be a UNet2DCondition built with "
+                             "`class_embedding_input_dim` (the image embedding width): unCLIP "
+                             "adds the projected embedding to the timestep embedding.")
+        check_positive_int("num_context_tokens", num_context_tokens)
+        self.condition_dim = int(dim)
+        self.num_context_tokens = int(num_context_tokens)
+        self.context_projection = keras.layers.Dense(
+            self.num_context_tokens * unet.cross_attention_dim, name="context_projection",
+            dtype=unet.dtype_policy)
+        self.context_projection.build((None, self.condition_dim))
         self._finish_init()
 
-    def _context(self, embeddings, training=False):
-        return ops.expand_dims(ops.cast(embeddings, "float32"), 1)
+    def _denoising_layers(self):
+        return [self.backbone, self.context_projection]
 
-    def _null_context(self, batch):
-        return ops.zeros((batch, 1, self.condition_dim), "float32")
+    def _conditions_of(self, y, training=False):
+        if isinstance(y, (tuple, list)):
+            embeddings, text = y
+            return (ops.cast(embeddings, "float32"), ops.cast(text, "float32"))
+        return (ops.cast(y, "float32"),)
 
-    def _check_embeddings(self, name, value):
-        array = np.asarray(value)
+    def _null_inputs(self, conditions):
+        return tuple(ops.zeros_like(c) for c in conditions)
+
+    def _network_inputs(self, conditions, training=False):
+        embeddings = conditions[0]
+        tokens = ops.reshape(self.context_projection(embeddings),
+                             (-1, self.num_context_tokens, self.backbone.cross_attention_dim))
+        if len(conditions) > 1:
+            tokens = ops.concatenate([tokens, ops.cast(conditions[1], tokens.dtype)], axis=1)
+        return [tokens, embeddings]
+
+    def _check_conditions(self, name, value):
+        text = None
+        if isinstance(value, (tuple, list)):
+            if len(value) != 2:
+                raise ValueError(f"`{name}` must be image embeddings [batch, "
+                                 f"{self.condition_dim}] or a pair (image embeddings, text "
+                                 f"states); received {len(value)} parts.")
+            value, text = value
+        array = np.asarray(ops.convert_to_numpy(value))
         if array.ndim != 2 or array.shape[0] == 0 or array.shape[1] != self.condition_dim \
                 or not np.issubdtype(array.dtype, np.floating):
             raise ValueError(f"`{name}` must be float embeddings [batch, {self.condition_dim}] "
-                             f"(the unet's cross_attention_dim); received {array.dtype} of "
-                             f"shape {array.shape}.")
-        return array.astype("float32")
+                             f"(the unet's class_embedding_input_dim); received {array.dtype} "
+                             f"of shape {array.shape}.")
+        if text is None:
+            return (array.astype("float32"),)
+        text = np.asarray(ops.convert_to_numpy(text))
+        width = self.backbone.cross_attention_dim
+        if text.ndim != 3 or text.shape[0] != array.shape[0] or text.shape[2] != width:
+            raise ValueError(f"The text states of `{name}` must be [batch={array.shape[0]}, "
+                             f"text_length, cross_attention_dim={width}]; received shape "
+                             f"{text.shape}.")
+        return (array.astype("float32"), text.astype("float32"))
 
     def fit(self, x=None, y=None, *args, **kwargs):
-        _, embeddings = self._split(x, y)
-        if embeddings is not None and hasattr(embeddings, "shape"):
-            self._check_embeddings("y", embeddings)
+        _, conditions = self._split(x, y)
+        if conditions is not None and (hasattr(conditions, "shape")
+                                       or isinstance(conditions, (tuple, list))):
+            self._check_conditions("y", conditions)
         return super().fit(x, y, *args, **kwargs)
 
     def generate(self, image_embeddings, num_steps=50, guidance_scale=1.0, seed=None,
-                 sampler="ddim", eta=0.0, use_ema=True):
+                 sampler="ddim", eta=0.0, use_ema=True, text_states=None):
         """Images [n, height, width, channels] in [0, 1] for image embeddings [n, dim].
 
+        Args:
+            image_embeddings: float [n, condition_dim].
+            num_steps, guidance_scale, seed, sampler, eta, use_ema: as
+                `DiffusionModel.generate`; guidance contrasts with the zero embedding.
+            text_states: optional [n, text_length, cross_attention_dim], for a decoder
+                trained with text states.
+
         Example:
-        >>> decoder.generate(np.zeros((2, 16), "float32"), num_steps=10, seed=0).shape
+        >>> decoder.generate(np.zeros((2, 8), "float32"), num_steps=10, seed=0).shape
+        (2, 8, 8, 3)
         """
-        embeddings = self._check_embeddings("image_embeddings",
-                                            ops.convert_to_numpy(image_embeddings))
-        return self._generate_from_context(embeddings[:, None, :], num_steps, guidance_scale,
-                                           seed, sampler, eta, use_ema)
+        check_sampling_arguments(self.schedule, sampler, num_steps, guidance_scale)
+        value = image_embeddings if text_states is None else (image_embeddings, text_states)
+        conditions = self._check_conditions("image_embeddings", value)
+        return self._sample(conditions, conditions[0].shape[0], num_steps, guidance_scale,
+                            seed, sampler, eta, use_ema, guided=guidance_scale != 1.0)
 
     def get_config(self):
-        return self._base_config()
+        return {**self._config(), "num_context_tokens": self.num_context_tokens}
