@@ -32,6 +32,14 @@ def test_video_text_guide_tiny_beats_the_baselines(tmp_path):
     masked = results["videobert"]["masked_visual_words"]
     assert masked["count"] > 0
     assert masked["accuracy"] > masked["most_frequent_baseline"] + 0.1
+    # The words change along a video (position is part of them), so copying a neighbour
+    # is not always right, and the changed words are counted apart.
+    assert masked["copy_neighbor_baseline"] < 0.95
+    assert 0 <= masked["changed"]["count"] < masked["count"]
+    assert results["videobert"]["neighbouring_frames_share_their_word"] < 0.95
+    alignment = results["videobert"]["alignment"]
+    assert alignment["count"] == 80 and 0.5 <= alignment["majority_baseline"] < 0.7
+    assert "zero_shot" in results["videobert"]
 
 
 def test_frame_features_see_shape_and_position():
@@ -49,6 +57,21 @@ def test_frame_features_see_shape_and_position():
     assert position[0, 1, 0] > position[0, 0, 0]  # lower
     assert position[0, 1, -1] > position[0, 0, -1]  # further right
     assert np.all(motion[0, :, 0] > 0) and np.all(motion[0, :, -1] > 0)  # down, right
+
+
+def test_visual_word_features_see_the_digit_wherever_it_is():
+    import video_text
+
+    frames = np.zeros((1, 2, 32, 32, 1), "float32")
+    frames[0, 0, 4:12, 4:8] = 1.0
+    frames[0, 1, 10:18, 20:24] = 1.0  # the same bar, moved down and right
+    crops, centroid = video_text.digit_crops(frames)
+    np.testing.assert_array_equal(crops[0, 0], crops[0, 1])
+    assert crops[0, 0].sum() == 32  # the whole 8 x 4 bar is inside the window
+    assert (centroid[0, 1] > centroid[0, 0]).all()
+    features = video_text.visual_word_features({"train": frames}, components=1)
+    assert features["train"].shape == (1, 2, 5)
+    assert features["train"][0, 0, 0] == features["train"][0, 1, 0]  # same appearance
 
 
 def test_retrieval_counts_hits_and_chance():
