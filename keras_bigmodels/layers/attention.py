@@ -389,6 +389,11 @@ class MultiHeadAttention(keras.layers.Layer):
     def _use_matrices(self, cache):
         if cache is None and not in_eager_decoding():
             return False
+        # Once per generate() in eager decoding: the checks read torch module attributes
+        # (~10 lookups), a visible share of a one-token step.
+        return memo((id(self), "use_matrices"), self._matrices_allowed)
+
+    def _matrices_allowed(self):
         for layer in (self.query_dense, self.key_dense, self.value_dense, self.output_dense):
             if (not layer.built or layer.lora_enabled
                     or getattr(layer.dtype_policy, "quantization_mode", None)):

@@ -8,11 +8,11 @@ import numpy as np
 from keras import ops
 
 from keras_bigmodels.backend import compile_function
-from keras_bigmodels.backend.decoding import own
-from keras_bigmodels.generation import beam_search, decode
+from keras_bigmodels.backend.decoding import invoke, own
+from keras_bigmodels.generation import beam_search, decode, repeat_batch
 from keras_bigmodels.losses import SparseCrossEntropy
 from keras_bigmodels.models.generative import GenerativeTask, bucket_length
-from keras_bigmodels.utils import check_positive_int
+from keras_bigmodels.utils import check_positive_int, check_token_ids
 
 
 INPUT_NAMES = ("encoder_token_ids", "encoder_padding_mask", "decoder_token_ids",
@@ -29,6 +29,80 @@ def training_graph(backbone):
     return inputs, keras.layers.Activation("linear", dtype="float32", name="logits")(logits)
 
 
+class Seq2SeqBackboneMethods:
+    """The decode protocol that encoder-decoder backbones share (T5, BART): one home for
+    their layer counts, the cache layout and the decoder's cached layer loop.
+
+    A backbone using it sets `encoder_layers`, `decoder_layers` (a list, empty for an
+    encoder-only model), `num_encoder_layers`, `num_heads`, `hidden_dim`, `key_dim`,
+    `vocabulary_size` and, where positions are learned, `decoder_max_sequence_length`;
+    it writes its own `encode` and `call_with_cache` (embeddings and position biases
+    differ) on top of `cached_decoder_layers`.
+
+    Example:
+    >>> class MyBackbone(Seq2SeqBackboneMethods, Backbone): ...
+    >>> cache = backbone.initial_cache(encoder_outputs, encoder_mask, max_length=9)
+    >>> len(cache["self"]) == backbone.num_layers
+    True
+    """
+
+    decoder_max_sequence_length = None
+
+    @property
+    def num_layers(self):
+        """Decoder layers (the count of cached layers); encoder layers if encoder-only."""
+        return len(self.decoder_layers) if self.decoder_layers else self.num_encoder_layers
+
+    @property
+    def head_dim(self):
+        return self.key_dim or self.hidden_dim // self.num_heads
+
+    def check_decoder(self):
+        if not self.decoder_layers:
+            raise ValueError(f"This {type(self).__name__} was built with `encoder_only=True`; "
+                             "it has no decoder to run.")
+
+    def initial_cache(self, encoder_outputs, encoder_padding_mask, max_length):
+        """{"self": zero self-attention caches, "cross": cross-attention keys/values}, one
+        per decoder layer.
+
+        "cross" is computed here once per `generate()` and never changes while decoding
+        (every beam of a row holds the same), so `Seq2SeqLM` keeps it out of the state
+        that beam search reorders.
+        """
+        self.check_decoder()
+        limit = self.decoder_max_sequence_length
+        if limit is not None and max_length > limit:
+            raise ValueError(
+                f"Decoding to length {max_length} goes beyond the decoder's {limit} learned "
+                "positions; lower `max_length`.")
+        batch = ops.shape(encoder_outputs)[0]
+        shape = (batch, 2, self.num_heads, max_length, self.head_dim)
+        # The layers' compute dtype (bfloat16 under mixed precision), not the model's.
+        dtype = self.decoder_layers[0].compute_dtype
+        return {
+            "self": [ops.zeros(shape, dtype) for _ in self.decoder_layers],
+            "cross": [block.cross_attention_cache(encoder_outputs)
+                      for block in self.decoder_layers],
+        }
+
+    def cached_decoder_layers(self, hidden, cache, cache_update_index, encoder_padding_mask,
+                              self_attention_bias=None):
+        """The decoder blocks over `hidden` written at `cache_update_index`: (hidden, cache)."""
+        new_self = []
+        for block, self_cache, cross_cache in zip(self.decoder_layers, cache["self"],
+                                                  cache["cross"]):
+            hidden, self_cache = invoke(
+                block, hidden, encoder_padding_mask=encoder_padding_mask,
+                self_attention_bias=self_attention_bias, cache=self_cache,
+                cache_update_index=cache_update_index, cross_attention_cache=cross_cache)
+            new_self.append(self_cache)
+        return hidden, {"self": new_self, "cross": cache["cross"]}
+
+    def check_token_ids(self, token_ids, name):
+        check_token_ids(token_ids, self.vocabulary_size, name=name)
+
+
 class Seq2SeqLM(GenerativeTask):
     """Base of encoder-decoder tasks: `generate()` encodes once, then decodes with a
     self-attention cache and cross-attention keys/values computed once.
@@ -38,11 +112,12 @@ class Seq2SeqLM(GenerativeTask):
     - `self.backbone` with `vocabulary_size`, `max_sequence_length` (encoder positions;
       None if unlimited), `decoder_max_sequence_length` (optional, None if unlimited),
       `encode(encoder_token_ids, encoder_padding_mask)` -> encoder outputs,
-      `initial_cache(encoder_outputs, encoder_padding_mask, max_length)` -> a nest whose
-      tensors' first axis is the batch (self-attention caches of zeros and the
-      cross-attention keys/values of `TransformerDecoderBlock.cross_attention_cache`), and
-      `call_with_cache(decoder_token_ids, cache, cache_update_index, encoder_padding_mask)`
-      -> `(hidden, cache)`;
+      `initial_cache(encoder_outputs, encoder_padding_mask, max_length)` -> a dict
+      {"self": self-attention caches of zeros, "cross": the cross-attention keys/values of
+      `TransformerDecoderBlock.cross_attention_cache`}, every tensor's first axis the batch,
+      and `call_with_cache(decoder_token_ids, cache, cache_update_index,
+      encoder_padding_mask)` -> `(hidden, cache)` (`Seq2SeqBackboneMethods` gives the
+      shared parts);
     - `logits_from_hidden(hidden)`; `decoder_start_token_id`, `eos_token_id`,
       `pad_token_id` attributes; `self.tokenizer` (or None) for strings.
 
@@ -141,17 +216,23 @@ class Seq2SeqLM(GenerativeTask):
                          uniform):
                 self._count_trace()
                 encoder_outputs = self.backbone.encode(encoder_token_ids, encoder_padding_mask)
-                # The encoder mask travels in the cache nest, so beam search repeats and
-                # reorders it with the keys/values it masks.
-                state = own((self.backbone.initial_cache(encoder_outputs, encoder_padding_mask,
-                                                         total_length),
-                             encoder_padding_mask))
+                cache = self.backbone.initial_cache(encoder_outputs, encoder_padding_mask,
+                                                    total_length)
+                # The cross-attention keys/values and the encoder mask are the same for every
+                # beam of a row and never change while decoding: they stay out of the loop
+                # state (repeated per beam once), so beam search gathers only the
+                # self-attention caches at each step, not [beams, source] keys/values too.
+                constants = (cache["cross"], encoder_padding_mask)
+                if num_beams > 1:
+                    constants = repeat_batch(constants, num_beams)
+                cross, mask = constants
 
-                def next_logits(ids, state, index):
-                    cache, mask = state
-                    hidden, cache = self.backbone.call_with_cache(ids, cache, index, mask)
-                    return ops.cast(self.logits_from_hidden(hidden), "float32"), (cache, mask)
+                def next_logits(ids, self_cache, index):
+                    hidden, cache = self.backbone.call_with_cache(
+                        ids, {"self": self_cache, "cross": cross}, index, mask)
+                    return ops.cast(self.logits_from_hidden(hidden), "float32"), cache["self"]
 
+                state = own(cache["self"])
                 if num_beams > 1:
                     ids, _ = beam_search(next_logits, state, token_ids, prompt_mask, 1,
                                          num_beams, stop_token_ids, length_penalty,

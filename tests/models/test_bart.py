@@ -344,3 +344,33 @@ def test_fused_output_loss_trains_exactly_like_the_logits_loss():
                                      bias=models[1].backbone.final_logits_bias.bias)
     without = linear_cross_entropy(hidden, table_now, y, weights)
     assert abs(float(to_numpy(with_bias)) - float(to_numpy(without))) > 1e-2
+
+
+def test_decode_state_shared_with_t5_and_cross_keys_values_outside_the_beams(monkeypatch):
+    """BART decodes through the shared encoder-decoder protocol: layer counts and the cache
+    layout from `Seq2SeqBackboneMethods`, cross-attention keys/values made once per trace,
+    beam search reordering only the self-attention caches; a decoder longer than the
+    learned positions is refused by name."""
+    from keras_bigmodels.layers.transformer import TransformerDecoderBlock
+    from keras_bigmodels.models import seq2seq_lm
+    from keras_bigmodels.models.bart import BartSeq2SeqLM
+
+    backbone = BartBackbone(**dict(TINY, num_decoder_layers=3, dropout=0.0))
+    assert isinstance(backbone, seq2seq_lm.Seq2SeqBackboneMethods)
+    assert (backbone.num_layers, backbone.head_dim) == (3, 8)
+    with pytest.raises(ValueError, match="learned"):
+        backbone.initial_cache(keras.ops.zeros((1, 4, 32)), None, MAX_POSITIONS + 1)
+
+    lm = BartSeq2SeqLM(backbone)
+    cross_calls, beam_states = [], []
+    original_cache = TransformerDecoderBlock.cross_attention_cache
+    original_beam = seq2seq_lm.beam_search
+    monkeypatch.setattr(TransformerDecoderBlock, "cross_attention_cache",
+                        lambda block, x: cross_calls.append(1) or original_cache(block, x))
+    monkeypatch.setattr(seq2seq_lm, "beam_search", lambda fn, cache, *a, **k: (
+        beam_states.append([tuple(x.shape) for x in keras.tree.flatten(cache)])
+        or original_beam(fn, cache, *a, **k)))
+    lm.generate([[0, 5, 6, 7, 2], [0, 9, 2]], max_new_tokens=4, sampler="beam", num_beams=2,
+                stop_token_ids=None)
+    assert len(cross_calls) == 3 * lm.generate_traces
+    assert beam_states and all(shapes == [(2, 2, 4, 5, 8)] * 3 for shapes in beam_states)

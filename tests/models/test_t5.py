@@ -435,3 +435,57 @@ def test_half_precision_forward_and_generation(dtype):
     # change type inside the compiled loop).
     output = lm.generate([[5, 6, 7, 1], [8, 1]], max_new_tokens=4, stop_token_ids=None)
     assert [len(row) for row in output] == [4, 4]
+
+
+def test_cross_attention_keys_values_computed_once_and_not_reordered_by_beams(monkeypatch):
+    """The decoder's cross-attention keys/values are computed once per generate() (per
+    trace on jax/tensorflow), and beam search carries (and reorders at every step) only
+    the self-attention caches: the cross-attention ones are the same for every beam."""
+    from keras_bigmodels.layers.transformer import TransformerDecoderBlock
+    from keras_bigmodels.models import seq2seq_lm
+    from keras_bigmodels.models.t5 import T5Seq2SeqLM
+
+    lm = T5Seq2SeqLM(T5Backbone(**V1_0))
+    cross_calls, beam_states = [], []
+    original_cache = TransformerDecoderBlock.cross_attention_cache
+    original_beam = seq2seq_lm.beam_search
+
+    def counting_cache(block, encoder_outputs):
+        cross_calls.append(block.name)
+        return original_cache(block, encoder_outputs)
+
+    def spying_beam(next_logits, cache, *args, **kwargs):
+        beam_states.append([tuple(x.shape) for x in keras.tree.flatten(cache)])
+        return original_beam(next_logits, cache, *args, **kwargs)
+
+    monkeypatch.setattr(TransformerDecoderBlock, "cross_attention_cache", counting_cache)
+    monkeypatch.setattr(seq2seq_lm, "beam_search", spying_beam)
+    new_tokens = 5
+    ours = lm.generate(RAGGED, max_new_tokens=new_tokens, sampler="beam", num_beams=3,
+                       stop_token_ids=None)
+    layers = V1_0["num_decoder_layers"]
+    assert len(cross_calls) == layers * lm.generate_traces
+    # One state per trace: the self-attention caches of the decoder layers, sized by the
+    # decoder buffer (1 + new tokens), none by the 16-token encoder bucket.
+    assert beam_states and all(
+        shapes == [(len(RAGGED), 2, V1_0["num_heads"], 1 + new_tokens, V1_0["key_dim"])]
+        * layers for shapes in beam_states)
+    monkeypatch.undo()
+    # The beams still equal an independent run (each row alone).
+    for row, expected in zip(RAGGED, ours):
+        assert lm.generate([row], max_new_tokens=new_tokens, sampler="beam", num_beams=3,
+                           stop_token_ids=None) == [expected]
+
+
+def test_generate_compiles_once_for_inputs_of_one_bucket():
+    """Calls whose encoder inputs fall in one length bucket reuse one compiled function
+    (no retrace on jax/tensorflow; torch runs eagerly and counts calls)."""
+    from keras_bigmodels.models.t5 import T5Seq2SeqLM
+
+    lm = T5Seq2SeqLM(T5Backbone(**V1_0))
+    for rows in ([[5, 9, 1]], [[7, 8, 30, 61, 2, 17, 1]], [[40, 3, 12, 1]]):
+        lm.generate(rows, max_new_tokens=4)
+        lm.generate(rows, max_new_tokens=4, sampler="beam", num_beams=2)
+    assert len(lm._generate_functions) == 2
+    if keras.backend.backend() != "torch":
+        assert lm.generate_traces == 2

@@ -10,7 +10,8 @@ from keras_bigmodels.layers.transformer import (TransformerDecoderBlock,
                                                 TransformerEncoderBlock, make_norm)
 from keras_bigmodels.models.bart.config import POSITION_OFFSET
 from keras_bigmodels.models.base import Backbone
-from keras_bigmodels.utils import check_positive_int, check_token_ids, check_transformer_dims
+from keras_bigmodels.models.seq2seq_lm import Seq2SeqBackboneMethods
+from keras_bigmodels.utils import check_positive_int, check_transformer_dims
 
 
 @keras.saving.register_keras_serializable(package="keras_bigmodels")
@@ -121,7 +122,7 @@ class FinalLogitsBias(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="keras_bigmodels")
-class BartBackbone(Backbone):
+class BartBackbone(Seq2SeqBackboneMethods, Backbone):
     """BART's encoder-decoder (Lewis et al. 2020): post-norm blocks, learned positions.
 
     Both stacks read one shared token table (also the tied output layer), add their own
@@ -242,15 +243,6 @@ class BartBackbone(Backbone):
         self.initializer_range = initializer_range
         self.use_fused_attention = use_fused_attention
 
-    @property
-    def num_layers(self):
-        """Decoder layers (the seq2seq protocol's count of cached layers)."""
-        return len(self.decoder_layers)
-
-    @property
-    def head_dim(self):
-        return self.key_dim or self.hidden_dim // self.num_heads
-
     # Decoding protocol (see keras_bigmodels.models.seq2seq_lm) ---------------------------
     def encode(self, encoder_token_ids, encoder_padding_mask):
         """The encoder stack: [batch, source] ids and mask -> [batch, source, hidden]."""
@@ -258,20 +250,6 @@ class BartBackbone(Backbone):
         for block in self.encoder_layers:
             x = invoke(block, x, padding_mask=encoder_padding_mask)
         return x
-
-    def initial_cache(self, encoder_outputs, encoder_padding_mask, max_length):
-        """Zero self-attention caches and the cross-attention keys/values, per layer."""
-        if max_length > self.max_sequence_length:
-            raise ValueError(
-                f"Decoding to length {max_length} goes beyond BART's "
-                f"{self.max_sequence_length} learned decoder positions; lower `max_length`.")
-        batch = ops.shape(encoder_outputs)[0]
-        shape = (batch, 2, self.num_heads, max_length, self.head_dim)
-        return {
-            "self": [ops.zeros(shape, self.compute_dtype) for _ in self.decoder_layers],
-            "cross": [block.cross_attention_cache(encoder_outputs)
-                      for block in self.decoder_layers],
-        }
 
     def call_with_cache(self, decoder_token_ids, cache, cache_update_index,
                         encoder_padding_mask):
@@ -281,20 +259,9 @@ class BartBackbone(Backbone):
         """
         y = invoke(self.decoder_embedding, invoke(self.token_embedding, decoder_token_ids),
                    start_index=cache_update_index)
-        new_self = []
-        for block, self_cache, cross_cache in zip(self.decoder_layers, cache["self"],
-                                                  cache["cross"]):
-            y, self_cache = invoke(
-                block, y, encoder_padding_mask=encoder_padding_mask, cache=self_cache,
-                cache_update_index=cache_update_index, cross_attention_cache=cross_cache)
-            new_self.append(self_cache)
-        return y, {"self": new_self, "cross": cache["cross"]}
+        return self.cached_decoder_layers(y, cache, cache_update_index, encoder_padding_mask)
 
     def logits(self, decoder_hidden):
         """Vocabulary logits: decoder states on the shared table, plus final_logits_bias."""
         logits = invoke(self.token_embedding, decoder_hidden, reverse=True)
         return invoke(self.final_logits_bias, logits)
-
-    def check_token_ids(self, token_ids, name):
-        check_token_ids(token_ids, self.vocabulary_size, name=name)
-

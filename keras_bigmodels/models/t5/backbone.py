@@ -12,7 +12,8 @@ from keras_bigmodels.layers.transformer import (
     make_norm,
 )
 from keras_bigmodels.models.base import Backbone
-from keras_bigmodels.utils import check_token_ids, check_transformer_dims
+from keras_bigmodels.models.seq2seq_lm import Seq2SeqBackboneMethods
+from keras_bigmodels.utils import check_transformer_dims
 
 
 @keras.saving.register_keras_serializable(package="keras_bigmodels")
@@ -46,7 +47,7 @@ class SequenceRelativePositionBias(RelativePositionBias):
 
 
 @keras.saving.register_keras_serializable(package="keras_bigmodels")
-class T5Backbone(Backbone):
+class T5Backbone(Seq2SeqBackboneMethods, Backbone):
     """The T5 encoder-decoder (T5 v1.0, T5 v1.1, Flan-T5, mT5), or its encoder alone.
 
     Pre-norm blocks with RMS norms (a scale, no bias, no mean subtraction), no biases in
@@ -247,21 +248,7 @@ class T5Backbone(Backbone):
         # Relative positions put no bound on the input length.
         self.max_sequence_length = None
 
-    @property
-    def num_layers(self):
-        """Decoder layers (the seq2seq protocol's count of cached layers)."""
-        return len(self.decoder_layers) if self.decoder_layers else self.num_encoder_layers
-
-    @property
-    def head_dim(self):
-        return self.key_dim or self.hidden_dim // self.num_heads
-
     # Decoding protocol (see keras_bigmodels.models.seq2seq_lm) ---------------------------
-    def _check_decoder(self):
-        if self.encoder_only:
-            raise ValueError("This T5Backbone was built with `encoder_only=True`; it has no "
-                             "decoder to run.")
-
     def encode(self, encoder_token_ids, encoder_padding_mask):
         """The encoder stack: [batch, source] ids and mask -> [batch, source, hidden]."""
         x = invoke(self.token_embedding, encoder_token_ids)
@@ -270,19 +257,6 @@ class T5Backbone(Backbone):
             x = invoke(block, x, padding_mask=encoder_padding_mask, attention_bias=bias)
         return invoke(self.encoder_final_norm, x)
 
-    def initial_cache(self, encoder_outputs, encoder_padding_mask, max_length):
-        """Zero self-attention caches and the cross-attention keys/values, per layer."""
-        self._check_decoder()
-        batch = ops.shape(encoder_outputs)[0]
-        shape = (batch, 2, self.num_heads, max_length, self.head_dim)
-        # The layers' compute dtype (bfloat16 under mixed precision), not the model's.
-        dtype = self.decoder_layers[0].compute_dtype
-        return {
-            "self": [ops.zeros(shape, dtype) for _ in self.decoder_layers],
-            "cross": [block.cross_attention_cache(encoder_outputs)
-                      for block in self.decoder_layers],
-        }
-
     def call_with_cache(self, decoder_token_ids, cache, cache_update_index,
                         encoder_padding_mask):
         """Decoder hidden states of ids written at `cache_update_index`, and the cache.
@@ -290,30 +264,19 @@ class T5Backbone(Backbone):
         The causal relative bias is computed for queries at cache_update_index.. against
         every cache position; the causal mask hides the positions not written yet.
         """
-        self._check_decoder()
+        self.check_decoder()
         y = invoke(self.token_embedding, decoder_token_ids)
         max_length = ops.shape(cache["self"][0])[3]
         bias = invoke(self.decoder_position_bias, y, key_length=max_length,
                       query_offset=cache_update_index)
-        new_self = []
-        for block, self_cache, cross_cache in zip(self.decoder_layers, cache["self"],
-                                                  cache["cross"]):
-            y, self_cache = invoke(
-                block, y, encoder_padding_mask=encoder_padding_mask,
-                self_attention_bias=bias, cache=self_cache,
-                cache_update_index=cache_update_index, cross_attention_cache=cross_cache)
-            new_self.append(self_cache)
-        y = invoke(self.decoder_final_norm, y)
-        return y, {"self": new_self, "cross": cache["cross"]}
+        y, cache = self.cached_decoder_layers(y, cache, cache_update_index,
+                                              encoder_padding_mask, self_attention_bias=bias)
+        return invoke(self.decoder_final_norm, y), cache
 
     def logits(self, decoder_hidden):
         """Vocabulary logits of decoder outputs: the (scaled) tied table or the untied one."""
-        self._check_decoder()
+        self.check_decoder()
         if self.scale_decoder_output:
             decoder_hidden = decoder_hidden * ops.cast(self.hidden_dim ** -0.5,
                                                        decoder_hidden.dtype)
         return invoke(self.output_token_embedding, decoder_hidden, reverse=True)
-
-    def check_token_ids(self, token_ids, name):
-        check_token_ids(token_ids, self.vocabulary_size, name=name)
-
