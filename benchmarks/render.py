@@ -422,8 +422,13 @@ def scaling_section(results):
                     row += [spread(slot), number(slot.get("peak_rss_mb_after"))]
                 lines.append("| " + " | ".join(row) + " |")
             loads = [p["load"] for p in points]
+            shares = [p["share"] for p in points if p["share"] is not None]
+            taken = (f"; other processes took {100 * min(shares):.0f}-"
+                     f"{100 * max(shares):.0f}% of the CPU in the timed rounds (this run at "
+                     f"nice {data['points'][0]['result']['priority']['nice']})"
+                     if shares else "")
             lines += ["", f"Load average during these points: {min(loads):.2f}-"
-                          f"{max(loads):.2f}.", ""]
+                          f"{max(loads):.2f}{taken}.", ""]
     return lines
 
 
@@ -435,6 +440,7 @@ def _scaling_axes(data):
         axes.setdefault(point["axis"], []).append(
             {"value": point["value"], "results": entry["results"],
              "load": max(result.get("load_average_during") or [0]),
+             "share": background_share(result),
              "labels": {n: c["label"] for n, c in result["contenders"].items()}})
     return axes
 
@@ -488,11 +494,18 @@ def plot_scaling(path):
             ax.grid(True, alpha=0.3)
         speed.legend(fontsize=8)
         result = data["points"][0]["result"]
-        loads = [p["load"] for p in points]
+        shares = [background_share(point["result"]) for point in data["points"]
+                  if point["axis"] == axis]
+        if None in shares:
+            loads = [p["load"] for p in points]
+            busy = f"load average {min(loads):.1f}-{max(loads):.1f}"
+        else:
+            busy = (f"nice {result['priority']['nice']}, others took "
+                    f"{100 * min(shares):.0f}-{100 * max(shares):.0f}% of the CPU")
         figure.suptitle(f"GPT, {data['backend']}, tuning {data['tuning']}: "
                         f"{AXIS_TITLES.get(axis, axis)}\n{result['rounds']} rounds x "
-                        f"{result['steps']} steps, load average {min(loads):.1f}-"
-                        f"{max(loads):.1f} on {result['machine']['cores']} cores, "
+                        f"{result['steps']} steps, {busy} on "
+                        f"{result['machine']['cores']} cores, "
                         f"commit {result['git']['commit'][:7]}", fontsize=10)
         figure.tight_layout()
         png = _png_path(path, axis)
