@@ -89,15 +89,21 @@ def test_unet2d_matches_diffusers(case, tmp_path):
     assert ours.count_params() == sum(p.numel() for p in reference.parameters())
 
 
+def tiny_diffusers_condition_unet(diffusers, in_channels, **overrides):
+    """A perturbed two-level diffusers UNet2DConditionModel (cross-attention on level 0)."""
+    return perturb(diffusers.UNet2DConditionModel(
+        sample_size=8, in_channels=in_channels, out_channels=in_channels,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), layers_per_block=1,
+        attention_head_dim=2, norm_num_groups=8, **overrides))
+
+
 def test_unet2d_condition_matches_diffusers(tmp_path):
     torch = pytest.importorskip("torch")
     diffusers = pytest.importorskip("diffusers")
-    reference = perturb(diffusers.UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64),
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), layers_per_block=1,
-        attention_head_dim=2, cross_attention_dim=24, norm_num_groups=8,
-        transformer_layers_per_block=2))
+    reference = tiny_diffusers_condition_unet(
+        diffusers, in_channels=4, block_out_channels=(32, 64), cross_attention_dim=24,
+        transformer_layers_per_block=2)
     reference.save_pretrained(tmp_path)
     rng = np.random.default_rng(0)
     latents = rng.normal(size=(2, 8, 8, 4)).astype("float32")
@@ -117,12 +123,9 @@ def test_unet2d_condition_projection_class_embedding_matches_diffusers(tmp_path)
     CLIP image embedding) to the time embedding."""
     torch = pytest.importorskip("torch")
     diffusers = pytest.importorskip("diffusers")
-    reference = perturb(diffusers.UNet2DConditionModel(
-        sample_size=8, in_channels=3, out_channels=3, block_out_channels=(32, 32),
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), layers_per_block=1,
-        attention_head_dim=2, cross_attention_dim=16, norm_num_groups=8,
-        class_embed_type="projection", projection_class_embeddings_input_dim=12))
+    reference = tiny_diffusers_condition_unet(
+        diffusers, in_channels=3, block_out_channels=(32, 32), cross_attention_dim=16,
+        class_embed_type="projection", projection_class_embeddings_input_dim=12)
     reference.save_pretrained(tmp_path)
     rng = np.random.default_rng(1)
     latents = rng.normal(size=(2, 8, 8, 3)).astype("float32")
