@@ -13,6 +13,7 @@ from keras_bigmodels import flops  # noqa: F401
 from keras_bigmodels import data  # noqa: F401
 from keras_bigmodels import losses  # noqa: F401
 from keras_bigmodels import metrics  # noqa: F401
+from keras_bigmodels import optimizers  # noqa: F401
 from keras_bigmodels import models  # noqa: F401
 from keras_bigmodels import distribution  # noqa: F401
 from keras_bigmodels import runtime  # noqa: F401

@@ -86,6 +86,13 @@ def linear_cross_entropy(hidden, table, targets, sample_weight=None, chunk_size=
     if sample_weight is not None:
         w = ops.reshape(ops.broadcast_to(ops.cast(sample_weight, "float32"),
                                          ops.shape(targets)), (-1,))
+    kernels = backend.decoding.op_kernels()
+    if kernels is not None and hasattr(kernels, "linear_cross_entropy"):
+        # Inside an eager torch training step (`decoding.eager_training()`): the same
+        # algorithm as one autograd function over torch's fused kernels (tested equal in
+        # tests/test_eager_training.py).
+        return kernels.linear_cross_entropy(h, _read(table), t, w, chunk,
+                                            None if bias is None else _read(bias))
 
     def loss_and_gradients(h, table, bias=None):
         compute_dtype = h.dtype

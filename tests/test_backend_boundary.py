@@ -55,6 +55,16 @@ def _kernel_cases():
         for weight in layer.weights:  # away from the zeros/ones defaults
             weight.assign(rng.normal(size=weight.shape).astype("float32"))
         cases.append((layer, x))
+    # Image layers (a UNet's stem and head in torch's eager sampling): NHWC inputs.
+    for layer in (keras.layers.Conv2D(6, 3, padding="same"),
+                  keras.layers.Conv2D(6, 1, use_bias=False),
+                  keras.layers.Conv2D(6, 3, strides=2, padding="same"),  # declines
+                  keras.layers.GroupNormalization(groups=2, epsilon=1e-5)):
+        x = rng.normal(size=(2, 6, 5, 4)).astype("float32")
+        layer.build(x.shape)
+        for weight in layer.weights:
+            weight.assign(rng.normal(size=weight.shape).astype("float32"))
+        cases.append((layer, x))
     return cases
 
 

@@ -12,8 +12,8 @@ op, against 1-6 us for the torch call) were most of a step. Inside `eager_decodi
    (tests/test_backend_boundary.py). Layers whose variables and computation use different
    dtypes (mixed precision) or that are quantized always take the full `__call__`.
 2. `op_kernels()` gives layer code the backend's direct forms of its hot ops (`linear`,
-   `layer_norm`, `attention`, `split`, `reshape`, `transposed_copy`); `KerasKernels` are the
-   same ops in `keras.ops` for compiled steps.
+   `layer_norm`, `attention`, `split`, `reshape`, `transposed_copy`, `cache_entries`);
+   `KerasKernels` are the same ops in `keras.ops` for compiled steps.
 3. `memo(key, build)` keeps values derived from weights (fused q/k/v kernels) for the rest
    of the block: weights cannot change inside one generate() call.
 4. Positions are Python ints (`eager_index`), and `write_in_place(buffer, ...)` writes new
@@ -72,6 +72,12 @@ class KerasKernels:
         return ops.reshape(x, shape)
 
     @staticmethod
+    def cache_entries(k, v, dtype):
+        """Keys and values [batch, length, heads, dim] as one heads-first cache block
+        [batch, 2, heads, length, dim] of `dtype`."""
+        return ops.cast(ops.transpose(ops.stack([k, v], axis=1), (0, 1, 3, 2, 4)), dtype)
+
+    @staticmethod
     def split(x, sizes):
         """Split the last axis into pieces of `sizes`."""
         cuts, total = [], 0
@@ -82,8 +88,9 @@ class KerasKernels:
 
 
 @contextlib.contextmanager
-def eager_decoding(enabled=True):
-    """A block of eager, gradient-free decode steps (see the module docstring)."""
+def eager_decoding(enabled=True, training=False):
+    """A block of eager, gradient-free decode steps (see the module docstring);
+    `training=True` is `eager_training`."""
     previous = getattr(_STATE, "frame", None)
     frame = None
     if enabled:
@@ -98,7 +105,7 @@ def eager_decoding(enabled=True):
             "ops": op_kernels_,
             "kernels": {cls: fn for (name, cls), fn in _KERNELS.items() if name == backend},
             "owned": {},  # id -> weakref: tensors compare elementwise, so no set
-            "in_place": backend == "torch",
+            "in_place": backend == "torch" and not training,
         }
     _STATE.frame = frame
     try:
@@ -107,12 +114,32 @@ def eager_decoding(enabled=True):
         _STATE.frame = previous
 
 
+def eager_training(enabled=True):
+    """One eager training step (forward, loss, backward, update) through the same fast path.
+
+    On torch, where Keras runs a training step eagerly, `invoke` then calls registered
+    kernels and `call` directly (no `Layer.__call__` bookkeeping, ~60 us a sublayer) and
+    layers read `op_kernels()` (torch's SDPA without Keras' copies to contiguous heads,
+    attention projections as plain matrix products, `linear_cross_entropy` as one autograd
+    function). Every kernel and op kernel is a differentiable torch call with an
+    equivalence test of its value and gradients; nothing is written in place and `memo`
+    lasts one step. A no-op on JAX and TensorFlow, whose steps are traced and compiled.
+    Entered by `Seq2SeqLM.train_step` (not under `jit_compile`, which hands torch's step
+    to torch.compile).
+
+    Example:
+    >>> with eager_training(not self.jit_compile):
+    ...     logs = super().train_step(data)
+    """
+    return eager_decoding(enabled and keras.backend.backend() == "torch", training=True)
+
+
 def _frame():
     return getattr(_STATE, "frame", None)
 
 
 def active():
-    """Whether the current thread is inside `eager_decoding()`."""
+    """Whether the current thread is inside `eager_decoding()` (or `eager_training()`)."""
     return _frame() is not None
 
 

@@ -1,5 +1,6 @@
 """PyTorch halves of the backend boundary: the eager decode loop with its registered
-kernels (see `decoding`), legacy checkpoint reading, and DistributedDataParallel."""
+kernels (see `decoding`), channels_last image kernels (`ImageOps`), legacy checkpoint
+reading, and DistributedDataParallel."""
 
 import keras
 import torch
@@ -41,6 +42,10 @@ class TorchOps:
         return torch.split(x, list(sizes), dim=-1)
 
     @staticmethod
+    def cache_entries(k, v, dtype):
+        return torch.stack([k, v], 1).transpose(2, 3).to(dtype)
+
+    @staticmethod
     def transposed_copy(x):
         # A contiguous [hidden, vocabulary] copy: a one-row product with it streams the
         # table ~3x faster than with the transposed view (measured, 2-core CPU).
@@ -69,6 +74,113 @@ class TorchOps:
         out = F.scaled_dot_product_attention(q.transpose(1, 2), k, v, attn_mask=additive,
                                              scale=scale)
         return out.transpose(1, 2)
+
+    @staticmethod
+    def linear_cross_entropy(hidden, table, targets, weights, chunk, bias=None):
+        """`losses.linear_cross_entropy` on [rows, d] `hidden`, [rows] `targets` and
+        float32 `weights` (or None), as one autograd function (see `_LinearCrossEntropy`)."""
+        return _LinearCrossEntropy.apply(hidden, table, bias, targets, weights, chunk)
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    """Output layer + cross-entropy, chunk by chunk, gradients computed in the forward.
+
+    The same algorithm as the keras.ops form in `losses.linear_cross_entropy`, written
+    with torch's fused kernels: log_softmax in one call, its exp in place as the softmax,
+    the target's -1 scattered into it, and the table's gradient accumulated with addmm.
+    The keras.ops form spends ~10 elementwise passes over each [chunk, vocabulary] block
+    (max, subtract, exp, sum, divide, a one-hot built by comparison and cast, subtract,
+    weight); this spends 4. Measured at 512 rows x 8192 vocabulary x 256 hidden, 1
+    thread: see `tests/test_losses.py` for the equivalence and ARCHITECTURE.md for timings.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, table, bias, targets, weights, chunk):
+        rows = hidden.shape[0]
+        kernel = table.to(hidden.dtype)
+        targets = targets.long()
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        d_hidden = torch.empty_like(hidden)
+        d_table = None
+        d_bias = None
+        for start in range(0, rows, chunk):
+            stop = min(start + chunk, rows)
+            h = hidden[start:stop]
+            t = targets[start:stop, None]
+            logits = torch.mm(h, kernel.t()).float()
+            if bias is not None:
+                logits += bias.float()
+            log_probs = torch.log_softmax(logits, dim=-1)
+            del logits
+            losses = log_probs.gather(1, t)[:, 0].neg_()
+            # d loss / d logits = softmax - onehot, built in the log-probabilities' buffer.
+            grad = log_probs.exp_()
+            grad.scatter_add_(1, t, torch.full(t.shape, -1.0, device=grad.device))
+            if weights is None:
+                total += losses.sum()
+            else:
+                w = weights[start:stop]
+                total += torch.dot(losses, w)
+                grad.mul_(w[:, None])
+            grad = grad.to(hidden.dtype)
+            torch.mm(grad, kernel, out=d_hidden[start:stop])
+            part = torch.mm(grad.t(), h).float()
+            d_table = part if d_table is None else d_table.add_(part)
+            if bias is not None:
+                part = grad.float().sum(0)
+                d_bias = part if d_bias is None else d_bias.add_(part)
+        ctx.save_for_backward(d_hidden, d_table, d_bias)
+        ctx.dtypes = (table.dtype, None if bias is None else bias.dtype)
+        return total
+
+    @staticmethod
+    def backward(ctx, upstream):
+        d_hidden, d_table, d_bias = ctx.saved_tensors
+        table_dtype, bias_dtype = ctx.dtypes
+        upstream = upstream.float()
+        grads = [(d_hidden.float() * upstream).to(d_hidden.dtype),
+                 (d_table * upstream).to(table_dtype), None, None, None, None]
+        if d_bias is not None:
+            grads[2] = (d_bias * upstream).to(bias_dtype)
+        return tuple(grads)
+
+
+class ImageOps:
+    """channels_last image kernels (`backend.image_kernels()`): torch's own conv and group
+    norm on an NCHW *view* of an NHWC tensor. A contiguous NHWC tensor permuted to NCHW is
+    contiguous in torch.channels_last memory format, which oneDNN convolutions and the CPU
+    group norm read directly and write back in the same format, so the output permuted
+    back is a contiguous NHWC tensor and no transpose is ever copied. Differentiable."""
+
+    @staticmethod
+    def conv2d(x, kernel, bias, strides, padding):
+        """x [b, h, w, in], kernel [kh, kw, in, out] (Keras' layout), symmetric int
+        `padding` per spatial axis -> [b, h', w', out]."""
+        inputs = x.permute(0, 3, 1, 2)
+        if not inputs.is_contiguous(memory_format=torch.channels_last):
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        out = F.conv2d(inputs, kernel.permute(3, 2, 0, 1), bias, stride=tuple(strides),
+                       padding=tuple(padding))
+        return out.permute(0, 2, 3, 1)
+
+    @staticmethod
+    def group_norm(x, groups, gamma, beta, epsilon):
+        """Group norm of x [b, h, w, c] over (h, w, c / groups), computed in float32 (as
+        Keras' GroupNormalization), returned in x's dtype."""
+        inputs = x.permute(0, 3, 1, 2)
+        if not inputs.is_contiguous(memory_format=torch.channels_last):
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        gamma = None if gamma is None else gamma.float()
+        beta = None if beta is None else beta.float()
+        out = F.group_norm(inputs.float(), groups, gamma, beta, epsilon)
+        return out.to(x.dtype).permute(0, 2, 3, 1)
+
+    @staticmethod
+    def attention(q, k, v, scale):
+        """SDPA of q [b, t, h, d] over k/v [b, s, h, d] on heads-first views. Keras' torch
+        `dot_product_attention` copies q, k and v contiguous first on CPU (three copies
+        per call); torch's CPU kernel reads the strided views."""
+        return TorchOps.attention(q, k, v, scale)
 
 
 def _last_axis(layer, x):
@@ -100,6 +212,51 @@ def rms_norm(layer, x, **kwargs):
     variance = x.float().pow(2).mean(-1, keepdim=True)
     normed = (x.float() * torch.rsqrt(variance + layer.epsilon)).to(x.dtype)
     return normed * layer.scale.value
+
+
+@register_kernel(keras.layers.Conv2D)
+def conv2d(layer, x, **kwargs):
+    # Keras' own Conv2D in an eager loop (e.g. a UNet's output conv, kept a Conv2D so that
+    # saved files keep their weight paths): the ImageOps kernel for plain convs.
+    if (kwargs or layer.groups != 1 or tuple(layer.dilation_rate) != (1, 1)
+            or layer.data_format != "channels_last" or layer.lora_enabled
+            or getattr(layer, "quantization_mode", None) or x.dim() != 4):
+        return NotImplemented
+    if layer.padding == "valid":
+        padding = (0, 0)
+    elif tuple(layer.strides) == (1, 1) and all(size % 2 for size in layer.kernel_size):
+        padding = tuple(size // 2 for size in layer.kernel_size)
+    else:
+        return NotImplemented
+    bias = layer.bias.value if layer.use_bias else None
+    out = ImageOps.conv2d(x, layer.kernel.value, bias, layer.strides, padding)
+    return out if layer.activation is None else layer.activation(out)
+
+
+@register_kernel(keras.layers.GroupNormalization)
+def group_norm(layer, x, **kwargs):
+    if kwargs or x.dim() != 4 or layer.axis not in (-1, 3):
+        return NotImplemented
+    gamma = layer.gamma.value if layer.scale else None
+    beta = layer.beta.value if layer.center else None
+    return ImageOps.group_norm(x, layer.groups, gamma, beta, layer.epsilon)
+
+
+def fused_adam_step(variables, grads, momentums, velocities, step, learning_rate, beta_1,
+                    beta_2, epsilon):
+    """Keras' Adam update (`keras.optimizers.Adam`'s formula) of torch tensors in place, as
+    one fused torch kernel (`torch._fused_adamw_`, no weight decay: Keras applies it first).
+
+    Keras divides by sqrt(v) + epsilon after scaling the step by sqrt(1 - beta_2^t); torch
+    adds its epsilon to sqrt(v) / sqrt(1 - beta_2^t); epsilon / sqrt(1 - beta_2^t) makes the
+    two equal. `step` is the 1-based step count.
+    """
+    correction = (1.0 - beta_2 ** step) ** 0.5
+    steps = [torch.tensor(float(step), dtype=torch.float32)] * len(variables)
+    torch._fused_adamw_(variables, grads, momentums, velocities, [], steps,
+                        lr=float(learning_rate), beta1=float(beta_1), beta2=float(beta_2),
+                        weight_decay=0.0, eps=float(epsilon) / correction, amsgrad=False,
+                        maximize=False)
 
 
 def write_in_place(buffer, axis, start, update):

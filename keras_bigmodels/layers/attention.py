@@ -81,6 +81,28 @@ def merge_masks(padding_mask=None, attention_mask=None, causal=None):
     return mask
 
 
+def masked_bias(bias, padding_mask=None, causal=False):
+    """An additive logits bias with the masks folded in: `bias` [1|batch, heads, q, k]
+    where a query may attend, `MASK_VALUE` where `padding_mask` [batch, k] or (`causal`)
+    a later position hides the key -> [batch, heads, q, k].
+
+    A stack whose layers share one position bias and one mask (T5's) folds them once
+    instead of merging them in every layer, as transformers' T5 does.
+
+    Example:
+    >>> bias = RelativePositionBias(num_heads=2)(query_length=3, key_length=3)
+    >>> masked_bias(bias, keras.ops.ones((4, 3)), causal=True).shape
+    (4, 2, 3, 3)
+    """
+    causal_part = None
+    if causal:
+        causal_part = causal_mask(ops.shape(bias)[-2], ops.shape(bias)[-1])
+    mask = merge_masks(padding_mask, causal=causal_part)
+    if mask is None:
+        return bias
+    return ops.where(mask, bias, ops.cast(MASK_VALUE, bias.dtype))
+
+
 @keras.saving.register_keras_serializable(package="keras_bigmodels")
 class MultiHeadAttention(keras.layers.Layer):
     """Multi-head (and grouped/multi-query) attention with masks, bias and a KV cache.
@@ -291,8 +313,9 @@ class MultiHeadAttention(keras.layers.Layer):
                 )
             # Heads-first: each head's keys are one contiguous [length, key_dim] block,
             # the layout both attention products read, so no step copies the cache.
-            new = ops.cast(ops.transpose(ops.stack([k, v], axis=1), (0, 1, 3, 2, 4)),
-                           cache.dtype)
+            # Eager decoding stacks with torch directly: the three Keras ops cost more
+            # than the copy of one token's keys and values.
+            new = (op_kernels() or KerasKernels).cache_entries(k, v, cache.dtype)
             if in_eager_decoding() and isinstance(cache_update_index, int):
                 cache = write_in_place(cache, 3, cache_update_index, new)
             else:

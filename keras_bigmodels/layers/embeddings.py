@@ -31,8 +31,18 @@ class TokenEmbedding(keras.layers.Embedding):
         if reverse:
             kernels = op_kernels()
             if kernels is not None and self.compute_dtype == self.variable_dtype:
-                table = memo((id(self), "transposed"),
-                                      lambda: kernels.transposed_copy(self.embeddings.value))
+                rows = 1
+                for n in inputs.shape[:-1]:
+                    rows *= n
+                if rows == 1:
+                    table = memo((id(self), "transposed"),
+                                 lambda: kernels.transposed_copy(self.embeddings.value))
+                else:
+                    # Several rows (a batch, beams): the product with the transposed view
+                    # is as fast as with the copy (8 x 256 x 8192: 0.60 vs 0.66 ms, 1
+                    # thread), and the copy costs ~1.4 ms a generate().
+                    table = memo((id(self), "transposed_view"),
+                                 lambda: ops.transpose(self.embeddings.value))
                 return kernels.linear(inputs, table)
             kernel = ops.cast(self.embeddings, self.compute_dtype)
             return ops.matmul(inputs, ops.transpose(kernel))

@@ -5,6 +5,7 @@ import importlib
 import keras
 
 from keras_bigmodels import presets
+from keras_bigmodels.backend.decoding import eager_training
 from keras_bigmodels.models import inputs
 
 
@@ -185,6 +186,20 @@ class TaskMethods:
         if isinstance(config.get("backbone"), dict):
             config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
         return cls(**config)
+
+
+class EagerTrainingStep:
+    """Mixin for a task: Keras' train step inside `decoding.eager_training()`.
+
+    On torch, whose training steps run eagerly, sublayers then take their registered
+    kernels and op kernels (each with a value-and-gradient test in
+    tests/test_eager_training.py); a no-op on JAX and TensorFlow and under `jit_compile`.
+    Put it before the task base: `class Seq2SeqLM(EagerTrainingStep, GenerativeTask)`.
+    """
+
+    def train_step(self, *args, **kwargs):
+        with eager_training(not self.jit_compile):
+            return super().train_step(*args, **kwargs)
 
 
 class Task(TaskMethods, keras.Model):

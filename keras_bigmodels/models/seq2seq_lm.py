@@ -11,6 +11,7 @@ from keras_bigmodels.backend import compile_function
 from keras_bigmodels.backend.decoding import invoke, own
 from keras_bigmodels.generation import beam_search, decode, repeat_batch
 from keras_bigmodels.losses import SparseCrossEntropy
+from keras_bigmodels.models.base import EagerTrainingStep
 from keras_bigmodels.models.generative import GenerativeTask, bucket_length
 from keras_bigmodels.utils import check_positive_int, check_token_ids
 
@@ -103,7 +104,7 @@ class Seq2SeqBackboneMethods:
         check_token_ids(token_ids, self.vocabulary_size, name=name)
 
 
-class Seq2SeqLM(GenerativeTask):
+class Seq2SeqLM(EagerTrainingStep, GenerativeTask):
     """Base of encoder-decoder tasks: `generate()` encodes once, then decodes with a
     self-attention cache and cross-attention keys/values computed once.
 

@@ -3,7 +3,9 @@
 import keras
 from keras import ops
 
-from keras_bigmodels.backend.decoding import invoke
+from keras_bigmodels.backend.decoding import active as in_eager_decoding
+from keras_bigmodels.backend.decoding import invoke, memo
+from keras_bigmodels.layers.attention import masked_bias
 from keras_bigmodels.layers.embeddings import TokenEmbedding
 from keras_bigmodels.layers.positions import RelativePositionBias
 from keras_bigmodels.layers.transformer import (
@@ -27,22 +29,34 @@ class SequenceRelativePositionBias(RelativePositionBias):
         inputs: [batch, query_length, ...]; only its length is used.
         key_length: number of keys (a KV cache's length); defaults to query_length.
         query_offset: absolute position of the first query (incremental decoding).
+        padding_mask: optional [batch, key_length] (1 for real keys), and
+        use_causal_mask: whether query i only sees keys j <= i; folded into the bias
+            (`masked_bias`), so that a stack merges its masks once, not in every layer.
+
+    Returns:
+        [1, num_heads, query_length, key_length], or [batch, ...] with a padding mask.
 
     Example:
     >>> SequenceRelativePositionBias(num_heads=2)(keras.ops.zeros((1, 5, 8))).shape
     (1, 2, 5, 5)
     """
 
-    def call(self, inputs, key_length=None, query_offset=0):
+    def call(self, inputs, key_length=None, query_offset=0, padding_mask=None,
+             use_causal_mask=False):
         query_length = ops.shape(inputs)[1]
-        return super().call(query_length=query_length,
+        bias = super().call(query_length=query_length,
                             key_length=query_length if key_length is None else key_length,
                             query_offset=query_offset)
+        if padding_mask is None and not use_causal_mask:
+            return bias
+        return masked_bias(bias, padding_mask, causal=use_causal_mask)
 
-    def compute_output_spec(self, inputs, key_length=None, query_offset=0):
+    def compute_output_spec(self, inputs, key_length=None, query_offset=0, padding_mask=None,
+                            use_causal_mask=False):
         length = inputs.shape[1]
+        batch = 1 if padding_mask is None else padding_mask.shape[0]
         return keras.KerasTensor(
-            (1, self.num_heads, length, length if key_length is None else key_length),
+            (batch, self.num_heads, length, length if key_length is None else key_length),
             dtype=self.compute_dtype)
 
 
@@ -167,9 +181,10 @@ class T5Backbone(Seq2SeqBackboneMethods, Backbone):
         inputs = {"encoder_token_ids": encoder_token_ids,
                   "encoder_padding_mask": encoder_padding_mask}
         x = encoder_dropout(token_embedding(encoder_token_ids))
-        bias = encoder_position_bias(x)
+        # The position bias with the padding mask folded in, once for every layer.
+        bias = encoder_position_bias(x, padding_mask=encoder_padding_mask)
         for block in encoder_layers:
-            x = block(x, padding_mask=encoder_padding_mask, attention_bias=bias)
+            x = block(x, attention_bias=bias)
         encoder_output = encoder_dropout(encoder_final_norm(x))
         outputs = {"encoder_sequence_output": encoder_output}
 
@@ -190,11 +205,11 @@ class T5Backbone(Seq2SeqBackboneMethods, Backbone):
             inputs.update(decoder_token_ids=decoder_token_ids,
                           decoder_padding_mask=decoder_padding_mask)
             y = decoder_dropout(token_embedding(decoder_token_ids))
-            self_bias = decoder_position_bias(y)
+            self_bias = decoder_position_bias(y, padding_mask=decoder_padding_mask,
+                                              use_causal_mask=True)
             for block in decoder_layers:
-                y = block(y, encoder_output, padding_mask=decoder_padding_mask,
-                          encoder_padding_mask=encoder_padding_mask,
-                          self_attention_bias=self_bias)
+                y = block(y, encoder_output, encoder_padding_mask=encoder_padding_mask,
+                          self_attention_bias=self_bias, use_causal_mask=False)
             outputs["decoder_sequence_output"] = decoder_dropout(decoder_final_norm(y))
 
         # torch modules refuse attributes before Model.__init__, so layers are set after.
@@ -252,9 +267,9 @@ class T5Backbone(Seq2SeqBackboneMethods, Backbone):
     def encode(self, encoder_token_ids, encoder_padding_mask):
         """The encoder stack: [batch, source] ids and mask -> [batch, source, hidden]."""
         x = invoke(self.token_embedding, encoder_token_ids)
-        bias = invoke(self.encoder_position_bias, x)
+        bias = invoke(self.encoder_position_bias, x, padding_mask=encoder_padding_mask)
         for block in self.encoder_layers:
-            x = invoke(block, x, padding_mask=encoder_padding_mask, attention_bias=bias)
+            x = invoke(block, x, attention_bias=bias)
         return invoke(self.encoder_final_norm, x)
 
     def call_with_cache(self, decoder_token_ids, cache, cache_update_index,
@@ -267,8 +282,18 @@ class T5Backbone(Seq2SeqBackboneMethods, Backbone):
         self.check_decoder()
         y = invoke(self.token_embedding, decoder_token_ids)
         max_length = ops.shape(cache["self"][0])[3]
-        bias = invoke(self.decoder_position_bias, y, key_length=max_length,
-                      query_offset=cache_update_index)
+        if in_eager_decoding() and isinstance(cache_update_index, int):
+            # Eager decoding (torch): the bias of every buffer position against every
+            # other, once per generate() (it depends on the weights only); each step reads
+            # its query rows instead of bucketing distances again (~15 small ops a step).
+            table = memo((id(self), "decoder_bias", max_length), lambda: invoke(
+                self.decoder_position_bias, ops.zeros((1, max_length, 1)),
+                key_length=max_length))
+            length = ops.shape(y)[1]
+            bias = table[:, :, cache_update_index:cache_update_index + length]
+        else:
+            bias = invoke(self.decoder_position_bias, y, key_length=max_length,
+                          query_offset=cache_update_index)
         y, cache = self.cached_decoder_layers(y, cache, cache_update_index,
                                               encoder_padding_mask, self_attention_bias=bias)
         return invoke(self.decoder_final_norm, y), cache
