@@ -17,6 +17,14 @@ loads diffusers checkpoints with a name table only:
 - `check_level_channels`, `down_blocks`, `up_blocks`: the levels of an encoder and of its
   mirrored decoder, built one way for `UNet2D`, `UNet2DCondition` and `AutoencoderKL`.
 
+Speed (issue 17), explicit and tested in tests/layers/test_unet_kernels.py: convolutions and
+group norms are `ImageConv2D` / `ImageGroupNormalization`, Keras' layers with the same
+variables that run `backend.image_kernels()` where a backend has them (torch: its own
+kernels on channels_last views, no transposes copied); `ProjectedAttention` is fused where
+that is faster; and blocks call their sublayers through `backend.decoding.invoke`, so that
+torch's eager sampling loop (`eager_decoding()`) skips Keras' per-layer `__call__`
+bookkeeping (everywhere else `invoke` is the plain call).
+
 Variables are named for `distribution.RULES`: attention projections `query|key|value|output`
 under a layer whose name ends in `attention`, feed-forward `intermediate|intermediate_gate|
 output`; convolutions fall to the rule table's largest-divisible-dimension default.
@@ -27,6 +35,9 @@ import math
 import keras
 from keras import ops
 
+from keras_bigmodels import backend
+from keras_bigmodels.backend.decoding import invoke
+from keras_bigmodels.layers.attention import fused_by_default
 from keras_bigmodels.layers.feedforward import FeedForward, get_activation
 from keras_bigmodels.utils import check_in, check_positive_int
 
@@ -43,16 +54,84 @@ def _check_groups(channels, groups, name="norm_num_groups"):
                          "group-normalized layer.")
 
 
+@_serializable
+class ImageConv2D(keras.layers.Conv2D):
+    """`keras.layers.Conv2D` (channels_last) that runs the backend's direct conv kernel.
+
+    Same arguments, variables (`kernel`, `bias`) and outputs as `Conv2D`. Where
+    `backend.image_kernels()` has a kernel (torch: the conv on an NCHW view in
+    torch.channels_last memory, bias fused, no transpose copied) and the conv is a plain
+    one (groups 1, no dilation, "valid" or stride-1 "same" padding with odd kernel sizes,
+    channels_last, not quantized), `call` takes it; otherwise, and on JAX and TensorFlow,
+    `Conv2D.call`. The kernel's equivalence test is in tests/layers/test_unet_kernels.py.
+
+    Example:
+    >>> ImageConv2D(8, 3, padding="same")(keras.ops.zeros((1, 4, 4, 3))).shape
+    (1, 4, 4, 8)
+    """
+
+    def _direct_padding(self):
+        """The symmetric per-axis padding of the direct kernel, or None (not a plain conv)."""
+        if (self.groups != 1 or tuple(self.dilation_rate) != (1, 1)
+                or self.data_format != "channels_last"
+                or getattr(self, "quantization_mode", None)):
+            return None
+        if self.padding == "valid":
+            return (0, 0)
+        if (self.padding == "same" and tuple(self.strides) == (1, 1)
+                and all(size % 2 for size in self.kernel_size)):
+            return tuple(size // 2 for size in self.kernel_size)
+        return None
+
+    def call(self, inputs):
+        kernels = backend.image_kernels()
+        padding = None if kernels is None else self._direct_padding()
+        if padding is None or len(inputs.shape) != 4:
+            return super().call(inputs)
+        bias = self.bias if self.use_bias else None
+        outputs = kernels.conv2d(inputs, ops.convert_to_tensor(self.kernel),
+                                 None if bias is None else ops.convert_to_tensor(bias),
+                                 self.strides, padding)
+        return outputs if self.activation is None else self.activation(outputs)
+
+
+@_serializable
+class ImageGroupNormalization(keras.layers.GroupNormalization):
+    """`keras.layers.GroupNormalization` over the channels of NHWC images, run by the
+    backend's direct group-norm kernel where it has one.
+
+    Same arguments, variables (`gamma`, `beta`) and numerics (statistics in float32, output
+    in the input's dtype) as `GroupNormalization`; on torch (`backend.image_kernels()`)
+    rank-4 inputs normalized over the last axis take torch's fused group norm on an NCHW
+    view, elsewhere `GroupNormalization.call`. Equivalence test in
+    tests/layers/test_unet_kernels.py.
+
+    Example:
+    >>> ImageGroupNormalization(groups=4)(keras.ops.ones((1, 4, 4, 8))).shape
+    (1, 4, 4, 8)
+    """
+
+    def call(self, inputs):
+        kernels = backend.image_kernels()
+        if (kernels is None or len(inputs.shape) != 4
+                or self.axis not in (-1, len(inputs.shape) - 1)):
+            return super().call(inputs)
+        gamma = ops.convert_to_tensor(self.gamma) if self.scale else None
+        beta = ops.convert_to_tensor(self.beta) if self.center else None
+        outputs = kernels.group_norm(inputs, self.groups, gamma, beta, self.epsilon)
+        return ops.cast(outputs, self.compute_dtype)
+
+
 def _group_norm(groups, epsilon, name, dtype):
-    return keras.layers.GroupNormalization(groups=groups, epsilon=epsilon, axis=-1, name=name,
-                                           dtype=dtype)
+    return ImageGroupNormalization(groups=groups, epsilon=epsilon, axis=-1, name=name,
+                                   dtype=dtype)
 
 
-def _conv(filters, kernel_size, name, dtype, padding="same", use_bias=True):
+def _conv(filters, kernel_size, name, dtype, padding="same", use_bias=True, strides=1):
     # A 3x3 stride-1 conv with "same" padding pads one pixel on each side, as torch's
     # padding=1; strided convs pad explicitly (see Downsample2D).
-    return keras.layers.Conv2D(filters, kernel_size, padding=padding, use_bias=use_bias,
-                               name=name, dtype=dtype)
+    return ImageConv2D(filters, kernel_size, strides=strides, padding=padding,
+                       use_bias=use_bias, name=name, dtype=dtype)
 
 
 def _build(layer, *shapes):
@@ -153,7 +232,7 @@ class TimestepEmbedding(keras.layers.Layer):
         self.feedforward.build(input_shape)
 
     def call(self, inputs):
-        return self.feedforward(inputs)
+        return invoke(self.feedforward, inputs)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.dim)
@@ -242,20 +321,21 @@ class ResnetBlock2D(keras.layers.Layer):
             self.shortcut.build(input_shape)
 
     def call(self, inputs, time_embedding=None, training=None):
-        hidden = self.conv1(self._activation_fn(self.norm1(inputs)))
+        hidden = invoke(self.conv1, self._activation_fn(invoke(self.norm1, inputs)))
         scale_shift = None
         if self.use_time_embedding:
-            projected = self.time_projection(self._activation_fn(time_embedding))[:, None, None, :]
+            projected = invoke(self.time_projection,
+                               self._activation_fn(time_embedding))[:, None, None, :]
             if self.time_embedding_norm == "default":
                 hidden = hidden + projected
             else:
                 scale_shift = ops.split(projected, 2, axis=-1)
-        hidden = self.norm2(hidden)
+        hidden = invoke(self.norm2, hidden)
         if scale_shift is not None:
             hidden = hidden * (1.0 + scale_shift[0]) + scale_shift[1]
-        hidden = self.dropout_layer(self._activation_fn(hidden), training=training)
-        hidden = self.conv2(hidden)
-        shortcut = inputs if self.shortcut is None else self.shortcut(inputs)
+        hidden = invoke(self.dropout_layer, self._activation_fn(hidden), training=training)
+        hidden = invoke(self.conv2, hidden)
+        shortcut = inputs if self.shortcut is None else invoke(self.shortcut, inputs)
         output = shortcut + hidden
         if self.output_scale_factor != 1.0:
             output = output / self.output_scale_factor
@@ -300,8 +380,8 @@ class Downsample2D(keras.layers.Layer):
 
     def build(self, input_shape):
         if self.use_conv:
-            self.conv = keras.layers.Conv2D(self.out_channels or input_shape[-1], 3, strides=2,
-                                            padding="valid", name="conv", dtype=self.dtype_policy)
+            self.conv = _conv(self.out_channels or input_shape[-1], 3, "conv", self.dtype_policy,
+                              padding="valid", strides=2)
             padded = (input_shape[0], None, None, input_shape[-1])
             self.conv.build(padded)
 
@@ -312,7 +392,7 @@ class Downsample2D(keras.layers.Layer):
             inputs = ops.pad(inputs, [[0, 0], [1, 1], [1, 1], [0, 0]])
         else:
             inputs = ops.pad(inputs, [[0, 0], [0, 1], [0, 1], [0, 0]])
-        return self.conv(inputs)
+        return invoke(self.conv, inputs)
 
     def compute_output_shape(self, input_shape):
         batch, height, width, channels = input_shape
@@ -353,7 +433,7 @@ class Upsample2D(keras.layers.Layer):
 
     def call(self, inputs):
         hidden = ops.repeat(ops.repeat(inputs, 2, axis=1), 2, axis=2)
-        return self.conv(hidden) if self.use_conv else hidden
+        return invoke(self.conv, hidden) if self.use_conv else hidden
 
     def compute_output_shape(self, input_shape):
         batch, height, width, channels = input_shape
@@ -374,7 +454,10 @@ class ProjectedAttention(keras.layers.Layer):
     Query/key/value kernels are [dim, heads, head_dim] and the output kernel [heads,
     head_dim, dim] (named `query`, `key`, `value`, `output`, as `MultiHeadAttention`), so
     the rule table shards them along heads. SD's transformer blocks have no query/key/value
-    bias but an output bias; the DDPM/VAE attention has all four.
+    bias but an output bias; the DDPM/VAE attention has all four. In float32 attention is
+    fused where that is the faster form: torch's SDPA on strided views
+    (`backend.image_kernels().attention`), else `keras.ops.dot_product_attention` where
+    `backend.prefers_fused_attention`; otherwise explicit einsums with a float32 softmax.
 
     Args:
         num_heads: number of heads.
@@ -433,14 +516,25 @@ class ProjectedAttention(keras.layers.Layer):
             raise ValueError("`context` (the encoder hidden states) is required for "
                              "cross-attention.")
         context = inputs if context is None else context
-        query = self.query_dense(inputs)
-        key = self.key_dense(context)
-        value = self.value_dense(context)
-        scores = ops.einsum("btnh,bsnh->bnts", query, key) * (1.0 / math.sqrt(self.head_dim))
-        # Softmax in float32 (diffusers' upcast_softmax) so half-precision policies agree.
-        probabilities = ops.cast(ops.softmax(ops.cast(scores, "float32"), axis=-1), query.dtype)
-        attended = ops.einsum("bnts,bsnh->btnh", probabilities, value)
-        return self.dropout_layer(self.output_dense(attended), training=training)
+        query = invoke(self.query_dense, inputs)
+        key = invoke(self.key_dense, context)
+        value = invoke(self.value_dense, context)
+        scale = 1.0 / math.sqrt(self.head_dim)
+        # Fused attention equals the explicit path in float32; half precision keeps the
+        # explicit float32 softmax below.
+        float32 = keras.backend.standardize_dtype(query.dtype) == "float32"
+        kernels = backend.image_kernels() if float32 else None
+        if kernels is not None:
+            attended = kernels.attention(query, key, value, scale)
+        elif float32 and fused_by_default():
+            attended = ops.dot_product_attention(query, key, value, scale=scale)
+        else:
+            scores = ops.einsum("btnh,bsnh->bnts", query, key) * scale
+            # Softmax in float32 (diffusers' upcast_softmax) so half-precision policies agree.
+            probabilities = ops.cast(ops.softmax(ops.cast(scores, "float32"), axis=-1),
+                                     query.dtype)
+            attended = ops.einsum("bnts,bsnh->btnh", probabilities, value)
+        return invoke(self.dropout_layer, invoke(self.output_dense, attended), training=training)
 
     def compute_output_shape(self, inputs_shape, context_shape=None):
         input_shape = inputs_shape
@@ -501,9 +595,9 @@ class AttentionBlock2D(keras.layers.Layer):
         self.attention.build((input_shape[0], None, channels))
 
     def call(self, inputs, training=None):
-        hidden = inputs if self.group_norm is None else self.group_norm(inputs)
+        hidden = inputs if self.group_norm is None else invoke(self.group_norm, inputs)
         sequence, shape = _flatten_spatial(hidden)
-        attended = ops.reshape(self.attention(sequence, training=training), shape)
+        attended = ops.reshape(invoke(self.attention, sequence, training=training), shape)
         output = attended + inputs
         if self.rescale_output_factor != 1.0:
             output = output / self.rescale_output_factor
@@ -579,11 +673,12 @@ class TransformerBlock2D(keras.layers.Layer):
         self.feedforward.build(input_shape)
 
     def call(self, inputs, context=None, training=None):
-        hidden = inputs + self.self_attention(self.norm1(inputs), training=training)
+        hidden = inputs + invoke(self.self_attention, invoke(self.norm1, inputs),
+                                 training=training)
         if self.cross_attention is not None:
-            hidden = hidden + self.cross_attention(self.norm2(hidden), context,
+            hidden = hidden + invoke(self.cross_attention, invoke(self.norm2, hidden), context,
                                                    training=training)
-        return hidden + self.feedforward(self.norm3(hidden), training=training)
+        return hidden + invoke(self.feedforward, invoke(self.norm3, hidden), training=training)
 
     def compute_output_shape(self, inputs_shape, context_shape=None):
         input_shape = inputs_shape
@@ -662,11 +757,11 @@ class SpatialTransformer(keras.layers.Layer):
         self.projection_out.build(input_shape)
 
     def call(self, inputs, context=None, training=None):
-        hidden = self.projection_in(self.norm(inputs))
+        hidden = invoke(self.projection_in, invoke(self.norm, inputs))
         sequence, shape = _flatten_spatial(hidden)
         for block in self.blocks:
-            sequence = block(sequence, context, training=training)
-        return self.projection_out(ops.reshape(sequence, shape)) + inputs
+            sequence = invoke(block, sequence, context, training=training)
+        return invoke(self.projection_out, ops.reshape(sequence, shape)) + inputs
 
     def compute_output_shape(self, inputs_shape, context_shape=None):
         input_shape = inputs_shape
@@ -748,8 +843,8 @@ class _LevelBlock(keras.layers.Layer):
         if layer is None:
             return hidden
         if self.attention == "cross":
-            return layer(hidden, context, training=training)
-        return layer(hidden, training=training)
+            return invoke(layer, hidden, context, training=training)
+        return invoke(layer, hidden, training=training)
 
     def get_config(self):
         config = super().get_config()
@@ -835,11 +930,11 @@ class UNetDownBlock(_LevelBlock):
     def call(self, inputs, time_embedding=None, context=None, training=None):
         hidden, skips = inputs, []
         for resnet, attention in zip(self.resnets, self.attentions):
-            hidden = resnet(hidden, time_embedding, training=training)
+            hidden = invoke(resnet, hidden, time_embedding, training=training)
             hidden = self._apply_attention(attention, hidden, context, training)
             skips.append(hidden)
         if self.downsample is not None:
-            hidden = self.downsample(hidden)
+            hidden = invoke(self.downsample, hidden)
             skips.append(hidden)
         return hidden, skips
 
@@ -878,10 +973,10 @@ class UNetMidBlock(_LevelBlock):
         return tuple(inputs_shape[:-1]) + (self.out_channels,)
 
     def call(self, inputs, time_embedding=None, context=None, training=None):
-        hidden = self.resnets[0](inputs, time_embedding, training=training)
+        hidden = invoke(self.resnets[0], inputs, time_embedding, training=training)
         for attention, resnet in zip(self.attentions, self.resnets[1:]):
             hidden = self._apply_attention(attention, hidden, context, training)
-            hidden = resnet(hidden, time_embedding, training=training)
+            hidden = invoke(resnet, hidden, time_embedding, training=training)
         return hidden
 
 
@@ -936,10 +1031,10 @@ class UNetUpBlock(_LevelBlock):
         for resnet, attention in zip(self.resnets, self.attentions):
             if skips is not None:
                 hidden = ops.concatenate([hidden, skips.pop()], axis=-1)
-            hidden = resnet(hidden, time_embedding, training=training)
+            hidden = invoke(resnet, hidden, time_embedding, training=training)
             hidden = self._apply_attention(attention, hidden, context, training)
         if self.upsample is not None:
-            hidden = self.upsample(hidden)
+            hidden = invoke(self.upsample, hidden)
         return hidden
 
     def get_config(self):

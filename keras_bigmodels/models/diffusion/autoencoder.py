@@ -10,7 +10,14 @@ scaled by `scaling_factor` (0.18215 for SD v1) so that they have about unit vari
 import keras
 from keras import ops
 
-from keras_bigmodels.layers.unet import UNetMidBlock, check_level_channels, down_blocks, up_blocks
+from keras_bigmodels.layers.unet import (
+    ImageConv2D,
+    ImageGroupNormalization,
+    UNetMidBlock,
+    check_level_channels,
+    down_blocks,
+    up_blocks,
+)
 from keras_bigmodels.models.base import BackboneMethods
 from keras_bigmodels.models.diffusion.unet import check_image
 from keras_bigmodels.utils import check_positive_int
@@ -58,8 +65,8 @@ class _Coder(keras.layers.Layer):
         self.decoder = decoder
         common = dict(groups=norm_num_groups, epsilon=1e-6, use_time_embedding=False)
         first = block_out_channels[-1] if decoder else block_out_channels[0]
-        self.input_conv = keras.layers.Conv2D(first, 3, padding="same", name="input_conv",
-                                              dtype=dtype)
+        self.input_conv = ImageConv2D(first, 3, padding="same", name="input_conv",
+                                      dtype=dtype)
         # diffusers' autoencoder attention has one head over all channels.
         self.mid_block = UNetMidBlock(block_out_channels[-1],
                                       attention="self" if mid_block_attention else None,
@@ -72,10 +79,10 @@ class _Coder(keras.layers.Layer):
         else:
             self.blocks = down_blocks(block_out_channels, layers_per_block,
                                       downsample_padding=0, dtype=dtype, **common)
-        self.output_norm = keras.layers.GroupNormalization(norm_num_groups, epsilon=1e-6,
-                                                           name="output_norm", dtype=dtype)
-        self.output_conv = keras.layers.Conv2D(out_channels, 3, padding="same",
-                                               name="output_conv", dtype=dtype)
+        self.output_norm = ImageGroupNormalization(norm_num_groups, epsilon=1e-6,
+                                                   name="output_norm", dtype=dtype)
+        self.output_conv = ImageConv2D(out_channels, 3, padding="same",
+                                       name="output_conv", dtype=dtype)
 
     def build(self, input_shape):
         self.input_conv.build(input_shape)
@@ -202,6 +209,8 @@ class AutoencoderKL(BackboneMethods, keras.Model):
                       dtype=dtype)
         self.encoder = _Coder(False, out_channels=2 * latent_channels, name="encoder", **common)
         self.decoder = _Coder(True, out_channels=out_channels, name="decoder", **common)
+        # Keras' Conv2D: these sort after the model's `layers` attribute, so a .keras file
+        # stores them under class-named paths (see UNet2D's output_conv).
         self.quant_conv = (keras.layers.Conv2D(2 * latent_channels, 1, name="quant_conv",
                                                dtype=dtype) if use_quant_conv else None)
         self.post_quant_conv = (keras.layers.Conv2D(latent_channels, 1, name="post_quant_conv",

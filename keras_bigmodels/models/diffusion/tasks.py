@@ -22,7 +22,7 @@ from keras import ops
 from keras_bigmodels.backend import compile_function
 from keras_bigmodels.generation.diffusion import (DiffusionSampler, check_sampling_arguments,
                                                   classifier_free_guidance, sampling_noise)
-from keras_bigmodels.models.base import SubclassedTask
+from keras_bigmodels.models.base import EagerTrainingStep, SubclassedTask
 from keras_bigmodels.objectives.diffusion import PREDICTION_TYPES, NoiseSchedule
 from keras_bigmodels.utils import check_finite_number, check_in, check_positive_int
 
@@ -59,7 +59,7 @@ class SeedStateSaving:
 
 
 @keras.saving.register_keras_serializable(package="keras_bigmodels")
-class DiffusionModel(SeedStateSaving, SubclassedTask):
+class DiffusionModel(EagerTrainingStep, SeedStateSaving, SubclassedTask):
     """A pixel-space diffusion model (DDPM training, DDPM/DDIM sampling) on any denoiser.
 
     The denoiser is a built Keras model called as `denoiser([noisy_images, timesteps])`, or

@@ -15,6 +15,7 @@ model was trained for) has the input's shape.
 import keras
 from keras import ops
 
+from keras_bigmodels.backend.decoding import invoke
 from keras_bigmodels.layers.unet import (
     TimestepEmbedding,
     Timesteps,
@@ -113,6 +114,7 @@ class _UNetLevels:
     def _build_stem(self, block_out_channels, time_dim, flip_sin_to_cos, freq_shift):
         """The input conv and the timestep embedding, the same in both UNets."""
         dtype = self.dtype_policy
+        # Keras' Conv2D, as output_conv (see `_build_levels`): .keras paths.
         self.input_conv = keras.layers.Conv2D(block_out_channels[0], 3, padding="same",
                                               name="input_conv", dtype=dtype)
         self.time_proj = Timesteps(block_out_channels[0], flip_sin_to_cos, freq_shift,
@@ -120,7 +122,8 @@ class _UNetLevels:
         self.time_embedding = TimestepEmbedding(time_dim, name="time_embedding", dtype=dtype)
 
     def _time_embedding(self, timesteps, images):
-        return self.time_embedding(self.time_proj(_timesteps(timesteps, ops.shape(images)[0])))
+        return invoke(self.time_embedding,
+                      invoke(self.time_proj, _timesteps(timesteps, ops.shape(images)[0])))
 
     def _build_levels(self, block_out_channels, layers_per_block, attention, num_heads,
                       level_kwargs, mid_attention, mid_heads, mid_kwargs, downsample_padding):
@@ -133,24 +136,30 @@ class _UNetLevels:
                                       **mid_kwargs)
         self.up_blocks = up_blocks(block_out_channels, layers_per_block + 1, attention,
                                    num_heads, dtype, **level_kwargs)
+        # Keras' own classes, not ImageConv2D / ImageGroupNormalization: a .keras file
+        # stores a model's layers that sort after its `layers` attribute under paths
+        # numbered per class over all of the model's layers (input_conv is conv2d,
+        # output_conv conv2d_1, output_norm group_normalization), which files saved before
+        # must keep finding. Eager sampling on torch still runs them through the kernels
+        # registered for these classes (`invoke`).
         self.output_norm = keras.layers.GroupNormalization(
             self.norm_num_groups, epsilon=self.norm_eps, name="output_norm", dtype=dtype)
         self.output_conv = keras.layers.Conv2D(self.out_channels, 3, padding="same",
                                                name="output_conv", dtype=dtype)
 
     def _unet(self, images, embedding, context, training):
-        hidden = self.input_conv(images)
+        hidden = invoke(self.input_conv, images)
         skips = [hidden]
         for block in self.down_blocks:
-            hidden, block_skips = block(hidden, embedding, context, training=training)
+            hidden, block_skips = invoke(block, hidden, embedding, context, training=training)
             skips.extend(block_skips)
-        hidden = self.mid_block(hidden, embedding, context, training=training)
+        hidden = invoke(self.mid_block, hidden, embedding, context, training=training)
         for block in self.up_blocks:
             count = block.num_layers
             level_skips, skips = skips[-count:], skips[:-count]
-            hidden = block(hidden, level_skips, embedding, context, training=training)
-        hidden = ops.silu(self.output_norm(hidden))
-        return self.output_conv(hidden)
+            hidden = invoke(block, hidden, level_skips, embedding, context, training=training)
+        hidden = ops.silu(invoke(self.output_norm, hidden))
+        return invoke(self.output_conv, hidden)
 
     def _build_symbolic(self, extra_inputs):
         # Runs the forward pass on symbolic tensors of the smallest valid size: every
