@@ -26,6 +26,8 @@ def test_bart_guide_tiny_pretraining_helps(tmp_path):
     loss = results["mean_test_loss"]
     assert loss["pretrained"] < loss["random init"] - 0.1
     assert set(results["exact_match"]) == {"pretrained", "random init"}
+    assert {name: len(v) for name, v in results["encoder_probe"].items()} == {
+        "pretrained": 2, "random init": 2}
 
 
 def test_bart_guide_arguments():

@@ -24,9 +24,14 @@ def test_t5_guide_tiny_run_pretrains_and_fine_tunes(tmp_path):
     for name, curve in results["finetuning"].items():
         assert curve["val_loss"][-1] < curve["val_loss"][0] - 0.3, name
     assert len(results["exact_match"]["pretrained"]) == t5_span_corruption.TINY["finetune_draws"]
-    # Not asserted: pretrained ahead of random init. At this size it is not reliably so
-    # (tiny test loss pretrained 1.67 vs 2.03 on jax, 2.12 vs 2.10 on tensorflow; the
-    # default run's exact match is in the guide's docstring), unlike BART's.
+    # The pretrained model fine-tunes to a lower test cross-entropy than the same model
+    # from its initial weights after the same short fine-tuning (jax 0.24 against 0.55).
+    loss = results["mean_test_loss"]
+    assert loss["pretrained"] < loss["random init"] - 0.1
+    # The linear probe of the frozen encoder ran on every draw for both starts. Its
+    # direction is a finding of the default run, not of the tiny one (the docstring).
+    assert {name: len(v) for name, v in results["encoder_probe"].items()} == {
+        "pretrained": 2, "random init": 2}
 
 
 def test_section_title_task_holds_out_sentences():
