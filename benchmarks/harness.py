@@ -30,6 +30,7 @@ Example (in a bench script):
 >>> harness.run("gpt", contenders, args, config={...}, flops_per_unit={"train": 1.2e7})
 """
 
+import argparse
 import contextlib
 import dataclasses
 import datetime
@@ -318,6 +319,50 @@ def add_seq2seq_arguments(parser, new_tokens=32, prompt_length=128):
     parser.add_argument("--num-beams", type=int, default=4, help="beams (0: skip beam search)")
     parser.add_argument("--no-train", action="store_true", help="generation timings only")
     return parser
+
+
+def seq2seq_main(benchmark, module, labels, config, batch, source, target, flops_per_token,
+                 fused, description, argv=None, learning_rate=1e-4, weight_decay=0.004):
+    """The driver of an encoder-decoder bench script: options, contenders, notes, run.
+
+    Args:
+        benchmark: the results' name ("t5"); module: the script's module name, whose
+            `setup_ours` / `setup_keras_hub` / `setup_transformers` the workers call.
+        labels: {contender: label}. config, batch, source, target: the reference step.
+        flops_per_token: training FLOPs per (encoder + target) token.
+        fused: what ours fuses into the loss on jax/torch, for the notes.
+        description: the script's one-line description; argv: its arguments.
+        learning_rate, weight_decay: the AdamW every side uses, for the notes.
+    """
+    parser = argparse.ArgumentParser(description=description)
+    add_arguments(parser)
+    add_seq2seq_arguments(parser, new_tokens=target, prompt_length=source)
+    args = parser.parse_args(argv)
+    generate = generation_jobs(args.generate_batches, args.beam_batches, args.num_beams,
+                               args.new_tokens, args.prompt_length)
+    kwargs = dict(config=dict(config), batch=batch, source=source, target=target,
+                  train=not args.no_train, generate=generate)
+    contenders = [Contender(name, module, f"setup_{name}", library=name,
+                            framework="torch" if name == "transformers" else args.backend,
+                            kwargs=kwargs, label=labels[name]) for name in args.contenders]
+    notes = [
+        f"Same work per training step on every side: encoder {batch} x {source} and decoder "
+        f"{batch} x {target} tokens, cross-entropy over the full vocabulary at all "
+        f"{batch * target} target positions, mean (ours fuses {fused} on jax/torch; the "
+        f"FLOPs are the same), no compiled metrics, AdamW({learning_rate:g}, weight decay "
+        f"{weight_decay:g}), no gradient clipping.",
+        "Training tokens/s count encoder plus target tokens. Generation tokens/s count new "
+        "tokens; every side writes exactly the requested number (transformers with "
+        "min_new_tokens = max_new_tokens, ours and keras-hub with no stop token).",
+        "transformers is plain PyTorch eager whatever the Keras backend.",
+        "Optimizers: ours keras_bigmodels.optimizers.FusedAdamW (Keras AdamW's formula; on "
+        "torch one fused update kernel, on jax/tensorflow AdamW itself), keras-hub "
+        "keras.optimizers.AdamW, transformers torch.optim.AdamW (its default foreach "
+        "update); the same arithmetic per step.",
+    ]
+    return run(benchmark, contenders, args, config=kwargs, notes=notes,
+               flops_per_unit={"train": flops_per_token},
+               measure_order=["train"] + [generation_name(j) for j in generate])
 
 
 def seq2seq_measures_ours(lm, batch, source, target, train, generate):
