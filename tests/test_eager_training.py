@@ -220,3 +220,83 @@ def test_cache_entries_op_kernel_equals_keras_form():
         np.testing.assert_array_equal(got.float().numpy(), expected.float().numpy())
         np.testing.assert_array_equal(got[:, 1].float().numpy(),
                                       v.transpose(1, 2).to(dtype).float().numpy())
+
+
+@torch_only
+@pytest.mark.parametrize("scale", [1.0, 0.125])
+@pytest.mark.parametrize("bias_batch", [1, 2])
+@pytest.mark.parametrize("with_mask", [False, True])
+def test_trainable_bias_attention_equals_keras_attention(scale, bias_batch, with_mask):
+    """TorchOps.attention with a bias that requires a gradient (T5's positions in training,
+    `_BiasedAttention`) against keras.ops.dot_product_attention: the value and the
+    gradients of q, k, v and the broadcast bias, with and without a padding mask."""
+    import torch
+
+    from keras_bigmodels.backend import torch_backend
+
+    rng = np.random.default_rng(6)
+    arrays = [rng.normal(size=(2, 5, 3, 4)).astype("float32"),
+              rng.normal(size=(2, 7, 3, 4)).astype("float32"),
+              rng.normal(size=(2, 7, 3, 4)).astype("float32"),
+              rng.normal(size=(bias_batch, 3, 5, 7)).astype("float32")]
+    mask = None
+    if with_mask:
+        mask = np.ones((2, 1, 1, 7), bool)
+        mask[1, ..., 4:] = False
+    probe = torch.tensor(rng.normal(size=(2, 5, 3, 4)), dtype=torch.float32)
+
+    def plain(q, k, v, bias):
+        if mask is not None:
+            bias = torch.where(torch.tensor(mask), bias, MASK_VALUE)
+        return (keras.ops.dot_product_attention(q, k, v, bias=bias, scale=scale)
+                * probe).sum()
+
+    calls = []
+    original = torch_backend._BiasedAttention.apply
+
+    def fast(q, k, v, bias):
+        out = torch_backend.TorchOps.attention(
+            q, k, v, scale, mask=None if mask is None else torch.tensor(mask), bias=bias,
+            mask_value=MASK_VALUE)
+        return (out * probe).sum()
+
+    expected_value, expected_grads = _torch_value_and_gradients(plain, *arrays)
+    torch_backend._BiasedAttention.apply = lambda *a: calls.append(1) or original(*a)
+    try:
+        value, grads = _torch_value_and_gradients(fast, *arrays)
+    finally:
+        torch_backend._BiasedAttention.apply = original
+    assert calls == [1]
+    np.testing.assert_allclose(value, expected_value, rtol=1e-5, atol=1e-5)
+    for got, expected in zip(grads, expected_grads):
+        assert got.shape == expected.shape
+        np.testing.assert_allclose(got, expected, atol=1e-5, rtol=1e-5)
+
+
+@torch_only
+def test_rms_norm_kernel_gradients_equal_keras_layer():
+    """The RMSNormalization kernel (`_RMSNorm` when differentiated) against the Keras
+    layer's own call: value and the gradients of the input and the scale."""
+    import torch
+
+    from keras_bigmodels.backend import torch_backend
+
+    layer = keras.layers.RMSNormalization(epsilon=1e-6)
+    layer.build((None, 8))
+    rng = np.random.default_rng(7)
+    layer.scale.assign(rng.normal(size=(8,)).astype("float32"))
+    x = rng.normal(size=(3, 5, 8)).astype("float32") * 3
+    probe = torch.tensor(rng.normal(size=(3, 5, 8)), dtype=torch.float32)
+    results = []
+    for call in (layer.call, lambda t: torch_backend.rms_norm(layer, t)):
+        tensor = torch.tensor(x, requires_grad=True)
+        out = call(tensor)
+        grads = torch.autograd.grad((out * probe).sum(), [tensor, layer.scale.value])
+        results.append((out.detach().numpy(), [g.numpy() for g in grads]))
+    (expected, expected_grads), (got, grads) = results
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+    for a, b in zip(grads, expected_grads):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():  # decoding keeps the composite form
+        np.testing.assert_allclose(torch_backend.rms_norm(layer, torch.tensor(x)).numpy(),
+                                   expected, rtol=1e-6, atol=1e-6)

@@ -71,8 +71,15 @@ class TorchOps:
                                 device=q.device)
             additive = torch.where(mask, torch.zeros((), dtype=q.dtype, device=q.device)
                                    if additive is None else additive, fill)
-        out = F.scaled_dot_product_attention(q.transpose(1, 2), k, v, attn_mask=additive,
-                                             scale=scale)
+        q = q.transpose(1, 2)
+        if (additive is not None and additive.requires_grad and additive.dim() == 4
+                and torch.is_grad_enabled()):
+            # A trainable bias (T5's positions in training): SDPA's CPU flash kernel has
+            # no gradient for attn_mask, so SDPA would take its math path; this is that
+            # path without its extra passes (see `_BiasedAttention`).
+            out = _BiasedAttention.apply(q, k, v, additive, float(scale))
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=additive, scale=scale)
         return out.transpose(1, 2)
 
     @staticmethod
@@ -80,6 +87,79 @@ class TorchOps:
         """`losses.linear_cross_entropy` on [rows, d] `hidden`, [rows] `targets` and
         float32 `weights` (or None), as one autograd function (see `_LinearCrossEntropy`)."""
         return _LinearCrossEntropy.apply(hidden, table, bias, targets, weights, chunk)
+
+
+class _BiasedAttention(torch.autograd.Function):
+    """softmax(q k^T * scale + bias) v on heads-first q [b, h, t, d], k/v [b, h, s, d], with
+    the gradient of a broadcast [b or 1, h or 1, t, s] additive `bias` (summed over what it
+    broadcasts on).
+
+    SDPA with an attn_mask that requires a gradient takes its math path on CPU, which
+    scales q and k by sqrt(scale) each (two passes even at T5's scale 1), adds the mask,
+    runs a "safe" softmax (isneginf, all, where over every [b, h, t, s] block to zero fully
+    masked rows, which a finite mask never produces) and differentiates all of it. This is
+    the same arithmetic as matrix products, one in-place scale (skipped at 1) and add, a
+    softmax and its fused backward. Values and gradients equal SDPA's: tested in
+    tests/test_eager_training.py. Measured at T5's bench encoder block (16 x 4 heads x 128 x
+    128, head 64), forward + backward, 1 thread: 37.8 ms against SDPA's 41.6 (medians of 5).
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, bias, scale):
+        scores = torch.matmul(q, k.transpose(-1, -2))
+        if scale != 1.0:
+            scores.mul_(scale)
+        scores.add_(bias)
+        probs = torch.softmax(scores, -1)
+        del scores
+        ctx.save_for_backward(q, k, v, probs)
+        ctx.scale = scale
+        ctx.bias_shape = bias.shape
+        return torch.matmul(probs, v)
+
+    @staticmethod
+    def backward(ctx, d_out):
+        q, k, v, probs = ctx.saved_tensors
+        d_v = torch.matmul(probs.transpose(-1, -2), d_out)
+        d_scores = torch._softmax_backward_data(torch.matmul(d_out, v.transpose(-1, -2)),
+                                                probs, -1, probs.dtype)
+        d_bias = d_scores.sum_to_size(ctx.bias_shape) if ctx.needs_input_grad[3] else None
+        if ctx.scale != 1.0:
+            # Not in place: d_bias may be d_scores itself (a bias of the scores' shape).
+            d_scores = d_scores * ctx.scale
+        d_q = torch.matmul(d_scores, k)
+        d_k = torch.matmul(d_scores.transpose(-1, -2), q)
+        return d_q, d_k, d_v, d_bias, None
+
+
+class _RMSNorm(torch.autograd.Function):
+    """x * rsqrt(mean(x^2) + epsilon) * scale over the last axis of a float32 x, with its
+    gradient written out: the autograd of the composite form records six operations and
+    spends about ten passes over x in its backward; this spends five (the scale's gradient
+    and the mean for x's share one product). Values equal the composite form exactly,
+    gradients to rounding (tests/test_eager_training.py). Measured on a [16, 128, 256]
+    float32 input, forward + backward, 1 thread: 8.0 ms against 10.4 (medians of 5).
+    """
+
+    @staticmethod
+    def forward(ctx, x, scale, epsilon):
+        inverse = torch.rsqrt(x.pow(2).mean(-1, keepdim=True).add_(epsilon))
+        normed = x * inverse
+        ctx.save_for_backward(normed, inverse, scale)
+        return normed * scale
+
+    @staticmethod
+    def backward(ctx, upstream):
+        normed, inverse, scale = ctx.saved_tensors
+        width = normed.shape[-1]
+        product = upstream * normed
+        d_scale = product.reshape(-1, width).sum(0) if ctx.needs_input_grad[1] else None
+        d_x = None
+        if ctx.needs_input_grad[0]:
+            # d x = inverse * (upstream * scale - normed * mean(upstream * scale * normed))
+            mean = torch.matmul(product, scale).unsqueeze(-1).div_(width)
+            d_x = (upstream * scale).addcmul_(normed, mean, value=-1).mul_(inverse)
+        return d_x, d_scale, None
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
@@ -208,10 +288,14 @@ def layer_norm(layer, x, **kwargs):
 def rms_norm(layer, x, **kwargs):
     if kwargs or not _last_axis(layer, x):
         return NotImplemented
+    scale = layer.scale.value
+    if (torch.is_grad_enabled() and x.dtype == torch.float32 and scale.dtype == torch.float32
+            and (x.requires_grad or scale.requires_grad)):
+        return _RMSNorm.apply(x, scale, float(layer.epsilon))
     # T5's RMS norm: the mean square in float32, then the scale in the input's dtype.
     variance = x.float().pow(2).mean(-1, keepdim=True)
     normed = (x.float() * torch.rsqrt(variance + layer.epsilon)).to(x.dtype)
-    return normed * layer.scale.value
+    return normed * scale
 
 
 @register_kernel(keras.layers.Conv2D)
