@@ -409,9 +409,12 @@ class MultiHeadAttention(keras.layers.Layer):
     # which on one token cost more than the product; self-attention's three input
     # projections also become one product with a kernel concatenated once per generate().
     # Compiled (XLA CPU): the einsum form made XLA transpose the output kernel every step.
+    # TensorFlow's training graph takes them too (`backend.prefers_matrix_projections`).
     def _use_matrices(self, cache):
         if cache is None and not in_eager_decoding():
-            return False
+            # A traced graph (the training step): the matrix form where the backend
+            # prefers it, checked at trace time (`backend.prefers_matrix_projections`).
+            return backend.prefers_matrix_projections() and self._matrices_allowed()
         # Once per generate() in eager decoding: the checks read torch module attributes
         # (~10 lookups), a visible share of a one-token step.
         return memo((id(self), "use_matrices"), self._matrices_allowed)

@@ -230,3 +230,41 @@ def test_eager_decoding_kernel_with_position_bias_and_masks_equals_keras_call(
         assert len(calls) == 2 * steps  # every eager step: self and cross on the kernel
         assert sum(call["bias"] is not None for call in calls) == steps
         assert sum(call["mask"] is not None for call in calls) == steps + (prefill > 1)
+
+
+@pytest.mark.parametrize("use_bias", [True, False])
+def test_matrix_projections_train_like_einsum(use_bias, monkeypatch):
+    """`backend.prefers_matrix_projections()` (TensorFlow's training graph) projects with the
+    kernels reshaped to matrices: the same outputs, and two training steps (so the
+    gradients) leave the same weights as EinsumDense's einsum, on every backend."""
+    from keras_bigmodels import backend
+
+    x = rand(3, 5, 16)
+    mask = np.ones((3, 5), bool)
+    mask[1, 3:] = False
+    y = rand(3, 5, 16)
+
+    def build(matrices):
+        monkeypatch.setattr(backend, "prefers_matrix_projections", lambda: matrices)
+        keras.utils.set_random_seed(3)
+        inputs = keras.Input((5, 16))
+        padding = keras.Input((5,), dtype="bool")
+        layer = MultiHeadAttention(num_heads=4, key_dim=4, value_dim=6, num_key_value_heads=2,
+                                   use_bias=use_bias, use_fused=False)
+        outputs = layer(inputs, padding_mask=padding, use_causal_mask=True)
+        model = keras.Model([inputs, padding], outputs)
+        model.compile(optimizer=keras.optimizers.SGD(0.5), loss="mse")
+        initial = [to_numpy(w) for w in model.weights]
+        before = to_numpy(model([x, mask]))
+        for _ in range(2):
+            model.train_on_batch([x, mask], y)
+        trained = [to_numpy(w) for w in model.weights]
+        # Every projection kernel moved, so equal weights below mean equal gradients.
+        assert all(not np.allclose(a, b) for a, b in zip(initial, trained) if a.ndim == 3)
+        return before, trained
+
+    einsum_out, einsum_weights = build(False)
+    matrix_out, matrix_weights = build(True)
+    np.testing.assert_allclose(matrix_out, einsum_out, atol=1e-5)
+    for got, expected in zip(matrix_weights, einsum_weights):
+        np.testing.assert_allclose(got, expected, atol=1e-5)
