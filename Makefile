@@ -17,14 +17,11 @@ demo: install-demo
 install-test:
 	$(PIP) install -q -e ".[all,test]"
 
-# Runs the suite once per backend; fails if any backend fails.
+# Runs the suite once per backend (the backends at the same time, each its own process and
+# log; TEST_JOBS=1 runs them in turn); fails if any backend fails. See tests/run_backends.py.
+TEST_JOBS ?= 3
 test: install-test
-	@status=0; \
-	for backend in $(BACKENDS); do \
-		echo "=== KERAS_BACKEND=$$backend ==="; \
-		KERAS_BACKEND=$$backend $(PYTHON) -m pytest $(PYTEST_ARGS) tests || status=1; \
-	done; \
-	exit $$status
+	$(PYTHON) tests/run_backends.py --jobs $(TEST_JOBS) $(BACKENDS) -- $(PYTEST_ARGS)
 
 # One backend only: make test-one BACKEND=torch
 test-one:
