@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 BACKENDS ?= jax tensorflow torch
-PYTEST_ARGS ?= -q
+PYTEST_ARGS ?= -q --durations=15
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 
 .PHONY: demo test test-one install-demo install-test bench install-bench
