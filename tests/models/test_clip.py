@@ -255,7 +255,11 @@ def test_fit_learns_to_pair_images_with_texts(loss):
     task = CLIPContrastiveTask(CLIPBackbone(**TINY), loss=loss)
     task.compile(optimizer=keras.optimizers.Adam(1e-3))
     x = pairs(8, seed=3)
-    history = task.fit(x, batch_size=8, epochs=30, verbose=0).history
+    # The sigmoid loss starts from its bias of -10 and plateaus longer: at 30 epochs its
+    # recall ranged 0.375-1.0 over initializations (one machine failed); at 50 it was 1.0
+    # for every seed tried (0, 1, 2, 5 on jax).
+    epochs = 50 if loss == "siglip" else 30
+    history = task.fit(x, batch_size=8, epochs=epochs, verbose=0).history
     assert history["loss"][-1] < 0.5 * history["loss"][0], history["loss"]
     assert history["image_to_text_recall_at_1"][-1] > 0.5
     assert history["text_to_image_recall_at_1"][-1] > 0.5
