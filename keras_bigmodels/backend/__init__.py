@@ -11,7 +11,8 @@ backend:
   cache writes into caches the loop owns.
 - `materialize(x)`: a compiler hint for training steps (an optimization barrier on JAX).
 - `image_kernels()`: torch's direct channels_last conv and group norm, and SDPA on
-  strided views, for the UNet layers (None elsewhere).
+  strided views, for the UNet layers; JAX's conv with a matmul kernel gradient (None on
+  TensorFlow).
 - capability predicates (`prefers_*`): which of two equal `keras.ops` formulations is faster
   on the current backend, measured and documented where they are used.
 - `read_torch_state_dict`, `mirrored_strategy`, `torch_ddp_model`, `ddp_train_step`: the
@@ -123,14 +124,22 @@ def image_kernels():
     (torch.channels_last memory format) with no copy. 1 thread, batch 8: a 3x3 64->64
     conv on 32x32 4.6 -> 2.4 ms, group norm (32 groups) 3.3 -> 0.12 ms, same outputs (the
     conv bit-equal, the norm to ~4e-6). `attention` is SDPA on strided heads-first views
-    (Keras' torch `dot_product_attention` copies q, k, v contiguous on CPU). JAX and
-    TensorFlow compile the Keras forms (None).
+    (Keras' torch `dot_product_attention` copies q, k, v contiguous on CPU).
+    JAX (`jax_backend.ImageOps`): `conv2d` only (`group_norm` and `attention` are None:
+    the Keras forms), XLA's conv with the kernel gradient of stride-1 convs computed as
+    matmuls instead of XLA:CPU's image-sized-window convolution, which a profile of the
+    diffusion training step put at 64% of the step. TensorFlow compiles the Keras forms
+    (None). A kernel set to None means "use the Keras form" for that layer.
     Equivalence: tests/layers/test_unet_kernels.py.
     """
     if keras.backend.backend() == "torch":
         from keras_bigmodels.backend import torch_backend
 
         return torch_backend.ImageOps
+    if keras.backend.backend() == "jax":
+        from keras_bigmodels.backend import jax_backend
+
+        return jax_backend.ImageOps
     return None
 
 

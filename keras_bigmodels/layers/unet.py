@@ -20,10 +20,11 @@ loads diffusers checkpoints with a name table only:
 Speed (issue 17), explicit and tested in tests/layers/test_unet_kernels.py: convolutions and
 group norms are `ImageConv2D` / `ImageGroupNormalization`, Keras' layers with the same
 variables that run `backend.image_kernels()` where a backend has them (torch: its own
-kernels on channels_last views, no transposes copied); `ProjectedAttention` is fused where
-that is faster; and blocks call their sublayers through `backend.decoding.invoke`, so that
-torch's eager sampling loop (`eager_decoding()`) skips Keras' per-layer `__call__`
-bookkeeping (everywhere else `invoke` is the plain call).
+kernels on channels_last views, no transposes copied; JAX: convs whose kernel gradient
+is computed as matmuls, XLA:CPU's own form being most of a training step);
+`ProjectedAttention` is fused where that is faster; and blocks call their sublayers
+through `backend.decoding.invoke`, so that torch's eager sampling loop (`eager_decoding()`)
+skips Keras' per-layer `__call__` bookkeeping (everywhere else `invoke` is the plain call).
 
 Variables are named for `distribution.RULES`: attention projections `query|key|value|output`
 under a layer whose name ends in `attention`, feed-forward `intermediate|intermediate_gate|
@@ -62,8 +63,10 @@ class ImageConv2D(keras.layers.Conv2D):
     `backend.image_kernels()` has a kernel (torch: the conv on an NCHW view in
     torch.channels_last memory, bias fused, no transpose copied) and the conv is a plain
     one (groups 1, no dilation, "valid" or stride-1 "same" padding with odd kernel sizes,
-    channels_last, not quantized), `call` takes it; otherwise, and on JAX and TensorFlow,
-    `Conv2D.call`. The kernel's equivalence test is in tests/layers/test_unet_kernels.py.
+    channels_last, not quantized), `call` takes it (JAX: XLA's conv whose stride-1
+    kernel gradient is computed as matmuls, see `jax_backend.ImageOps`); otherwise, and
+    on TensorFlow, `Conv2D.call`. The kernel's equivalence test is in
+    tests/layers/test_unet_kernels.py.
 
     Example:
     >>> ImageConv2D(8, 3, padding="same")(keras.ops.zeros((1, 4, 4, 3))).shape
@@ -85,7 +88,8 @@ class ImageConv2D(keras.layers.Conv2D):
 
     def call(self, inputs):
         kernels = backend.image_kernels()
-        padding = None if kernels is None else self._direct_padding()
+        direct = kernels is not None and kernels.conv2d is not None
+        padding = self._direct_padding() if direct else None
         if padding is None or len(inputs.shape) != 4:
             return super().call(inputs)
         bias = self.bias if self.use_bias else None
@@ -113,7 +117,7 @@ class ImageGroupNormalization(keras.layers.GroupNormalization):
 
     def call(self, inputs):
         kernels = backend.image_kernels()
-        if (kernels is None or len(inputs.shape) != 4
+        if (kernels is None or kernels.group_norm is None or len(inputs.shape) != 4
                 or self.axis not in (-1, len(inputs.shape) - 1)):
             return super().call(inputs)
         gamma = ops.convert_to_tensor(self.gamma) if self.scale else None
@@ -524,7 +528,7 @@ class ProjectedAttention(keras.layers.Layer):
         # explicit float32 softmax below.
         float32 = keras.backend.standardize_dtype(query.dtype) == "float32"
         kernels = backend.image_kernels() if float32 else None
-        if kernels is not None:
+        if kernels is not None and kernels.attention is not None:
             attended = kernels.attention(query, key, value, scale)
         elif float32 and fused_by_default():
             attended = ops.dot_product_attention(query, key, value, scale=scale)

@@ -1,11 +1,11 @@
 """The UNet's speed mechanisms equal the Keras layers they stand for (issue 17).
 
 `ImageConv2D` / `ImageGroupNormalization` run `backend.image_kernels()` (torch's own conv and
-group norm on NCHW views of NHWC tensors) and `ProjectedAttention` takes its `attention`
-(torch SDPA on strided views) or the fused `keras.ops.dot_product_attention` where that is
-the faster form; each must give the outputs
-(and on torch the gradients) of the Keras layer or formula it replaces, and on torch the
-direct kernels must actually be taken.
+group norm on NCHW views of NHWC tensors; JAX's conv with a matmul kernel gradient) and
+`ProjectedAttention` takes its `attention` (torch SDPA on strided views) or the fused
+`keras.ops.dot_product_attention` where that is the faster form; each must give the outputs
+(and on torch and JAX the gradients) of the Keras layer or formula it replaces, and on torch
+the direct kernels must actually be taken.
 """
 
 import keras
@@ -18,6 +18,7 @@ from keras_bigmodels.layers.unet import ImageConv2D, ImageGroupNormalization, Pr
 from tests.testing import assert_close, assert_layer_roundtrip, to_numpy
 
 ON_TORCH = keras.backend.backend() == "torch"
+ON_JAX = keras.backend.backend() == "jax"
 
 
 class _CountingKernels:
@@ -29,6 +30,8 @@ class _CountingKernels:
 
     def __getattr__(self, name):
         kernel = getattr(self.kernels, name)
+        if kernel is None:  # the backend has no kernel for it: the Keras form
+            return None
 
         def counted(*args, **kwargs):
             self.calls[name] += 1
@@ -100,7 +103,7 @@ def test_image_group_norm_equals_keras_group_norm(groups, scale, center, countin
     reference = keras.layers.GroupNormalization(**kwargs)
     _twin(layer, reference, inputs)
     assert_close(layer(inputs), reference(inputs), atol=2e-5, rtol=1e-5)
-    if counting is not None:
+    if counting is not None and counting.kernels.group_norm is not None:
         assert counting.calls["group_norm"] == 2  # build call and this one
 
 
@@ -143,8 +146,40 @@ def test_direct_kernels_have_the_keras_gradients():
             np.testing.assert_allclose(actual, expected, atol=5e-5, rtol=1e-4)
 
 
-def test_image_kernels_exist_exactly_on_torch():
-    assert (backend.image_kernels() is not None) == ON_TORCH
+def test_image_kernels_exist_exactly_on_torch_and_jax():
+    kernels = backend.image_kernels()
+    assert (kernels is not None) == (ON_TORCH or ON_JAX)
+    if ON_JAX:  # a conv only: group norm and attention stay the Keras forms
+        assert kernels.group_norm is None and kernels.attention is None
+
+
+@pytest.mark.skipif(not ON_JAX, reason="the matmul kernel gradient is JAX's")
+@pytest.mark.parametrize("case", [dict(filters=16, kernel_size=3, padding="same"),
+                                  dict(filters=8, kernel_size=1, padding="valid"),
+                                  dict(filters=8, kernel_size=3, padding="valid"),
+                                  dict(filters=4, kernel_size=(3, 5), padding="same"),
+                                  dict(filters=16, kernel_size=3, strides=2, padding="valid")])
+def test_jax_conv_has_the_keras_gradients(case):
+    import jax
+
+    inputs = _images((2, 10, 12, 8))
+    layer, reference = ImageConv2D(**case), keras.layers.Conv2D(**case)
+    _twin(layer, reference, inputs)
+    upstream = _images(tuple(reference.compute_output_shape(inputs.shape)), seed=3)
+
+    def gradients(module):
+        def loss(values, x):
+            with keras.StatelessScope(state_mapping=list(zip(module.weights, values))):
+                return keras.ops.sum(module(x) * upstream)
+        return jax.jit(jax.grad(loss, argnums=(0, 1)))([v.value for v in module.weights],
+                                                       inputs)
+
+    (actual_weights, actual_x), (expected_weights, expected_x) = (gradients(layer),
+                                                                  gradients(reference))
+    assert np.abs(np.asarray(expected_weights[0])).max() > 1.0
+    np.testing.assert_allclose(actual_x, expected_x, atol=5e-5, rtol=1e-4)
+    for actual, expected in zip(actual_weights, expected_weights):
+        np.testing.assert_allclose(actual, expected, atol=2e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("context_dim", [None, 12])
