@@ -1,16 +1,17 @@
 """Run the test suite once per Keras backend: `make test` calls this.
 
-    python tests/run_backends.py                       # jax, tensorflow, torch at once
-    python tests/run_backends.py --jobs 1 torch        # one after the other / one backend
+    python tests/run_backends.py                       # jax, tensorflow, torch in turn
+    python tests/run_backends.py torch                 # one backend
+    python tests/run_backends.py --jobs 3              # the three at once (big machines)
     python tests/run_backends.py -- -q -x -k t5        # after `--`: pytest's arguments
 
-Each backend is its own `pytest` process (a process holds one backend). With `--jobs` above
-1 they run at the same time, each writing to a log that is printed whole when it ends, so
-the outputs do not interleave; most of a test's time is single-threaded (tracing, XLA
-compiles, Python), so on a small machine the three together take about the time of the
-slowest one alone instead of the sum. A torch process sharing the CPU with others gets
-`OMP_NUM_THREADS=1` unless the caller set it: OpenMP's waiting threads otherwise spin
-against the other processes and slow torch several-fold. Exits 1 if any backend failed.
+Each backend is its own `pytest` process (a process holds one backend), and its time is
+printed when it ends. With `--jobs` above 1 they run at the same time, each writing to a
+log that is printed whole when it ends, so the outputs do not interleave; a torch process
+sharing the CPU gets `OMP_NUM_THREADS=1` unless the caller set it (OpenMP's waiting threads
+otherwise spin against the other processes). On 2 cores that mode was slower than running
+in turn: XLA's and TensorFlow's thread pools contend too, and the torch suite took 30 min
+beside the other two instead of ~5 alone. Exits 1 if any backend failed.
 """
 
 import argparse
@@ -28,7 +29,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("backends", nargs="*", metavar="backend",
                         help=f"backends to test, of {', '.join(BACKENDS)} (default: all three)")
-    parser.add_argument("--jobs", type=int, default=len(BACKENDS),
+    parser.add_argument("--jobs", type=int, default=1,
                         help="backends running at the same time (1: one after the other)")
     argv = sys.argv[1:] if argv is None else list(argv)
     pytest_args = []
