@@ -17,13 +17,12 @@ demo: install-demo
 install-test:
 	$(PIP) install -q -e ".[all,test]"
 
-# Runs the suite once per backend, in turn (tests/run_backends.py); fails if any backend
-# fails. TEST_JOBS=3 runs the three at once, each with its own log: measured slower on a
-# 2-core machine (XLA's and TensorFlow's thread pools spin against each other; the torch
-# suite alone took 30 min instead of ~5 beside the other two), so only for a larger machine.
-TEST_JOBS ?= 1
+# Runs the suite once per backend, in turn (tests/run_backends.py), with TEST_WORKERS
+# pytest-xdist processes per backend (compiling is single-threaded: 2 on 2 cores finish
+# sooner than 1); fails if any backend fails. Tests marked one_backend run in one pass only.
+TEST_WORKERS ?= 2
 test: install-test
-	$(PYTHON) tests/run_backends.py --jobs $(TEST_JOBS) $(BACKENDS) -- $(PYTEST_ARGS)
+	$(PYTHON) tests/run_backends.py --workers $(TEST_WORKERS) $(BACKENDS) -- $(PYTEST_ARGS)
 
 # One backend only: make test-one BACKEND=torch
 test-one:

@@ -19,5 +19,44 @@ def _seed():
     keras.config.set_dtype_policy("float32")
 
 
+# `@pytest.mark.one_backend(home)`: a test whose answer does not depend on the backend it
+# runs under (pure numpy/Python code), or a guide's tiny end-to-end run whose backend-specific
+# parts the model tests already cover on every backend. When `tests/run_backends.py` runs
+# several backends (it sets KBM_TEST_BACKENDS to them), such a test runs once: in its home
+# backend's pass when the home is among them, else in the first backend's pass. Run alone
+# (plain `pytest`, `make test-one`, or `run_backends.py --every-backend`), it runs on whatever
+# backend the process has.
+RUN_BACKENDS = [b for b in os.environ.get("KBM_TEST_BACKENDS", "").split(",") if b]
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "one_backend(home=None): run once per multi-backend `make test`, in the "
+        "home backend's pass (default: the first backend run); see tests/conftest.py")
+
+
+def one_backend_for(home):
+    """The backend whose pass runs a `one_backend(home)` test, or None for every pass."""
+    if len(RUN_BACKENDS) < 2:
+        return None
+    return home if home in RUN_BACKENDS else RUN_BACKENDS[0]
+
+
+def pytest_collection_modifyitems(config, items):
+    backend = keras.backend.backend()
+    for item in items:
+        marker = item.get_closest_marker("one_backend")
+        if marker is None:
+            continue
+        home = marker.args[0] if marker.args else marker.kwargs.get("home")
+        runs_on = one_backend_for(home)
+        if runs_on is not None and runs_on != backend:
+            item.add_marker(pytest.mark.skip(
+                reason=f"one backend per make test: runs in the {runs_on} pass"))
+
+
 def pytest_report_header(config):
-    return f"keras {keras.__version__}, backend {keras.backend.backend()}"
+    header = f"keras {keras.__version__}, backend {keras.backend.backend()}"
+    if len(RUN_BACKENDS) > 1:
+        header += f"; one_backend tests share out over {','.join(RUN_BACKENDS)}"
+    return header

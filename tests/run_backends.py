@@ -2,23 +2,35 @@
 
     python tests/run_backends.py                       # jax, tensorflow, torch in turn
     python tests/run_backends.py torch                 # one backend
-    python tests/run_backends.py --jobs 3              # the three at once (big machines)
+    python tests/run_backends.py --workers 1           # one pytest process per backend
     python tests/run_backends.py -- -q -x -k t5        # after `--`: pytest's arguments
+    python tests/run_backends.py -- tests/models/test_t5.py   # paths narrow the run
+    python tests/run_backends.py --every-backend       # one_backend tests on every pass too
 
-Each backend is its own `pytest` process (a process holds one backend), and its time is
-printed when it ends. With `--jobs` above 1 they run at the same time, each writing to a
-log that is printed whole when it ends, so the outputs do not interleave; a torch process
-sharing the CPU gets `OMP_NUM_THREADS=1` unless the caller set it (OpenMP's waiting threads
-otherwise spin against the other processes). On 2 cores that mode was slower than running
-in turn: XLA's and TensorFlow's thread pools contend too, and the torch suite took 30 min
-beside the other two instead of ~5 alone. Exits 1 if any backend failed.
+Each backend is its own pytest run (a process holds one backend), one after the other, and
+its time is printed when it ends. Exits 1 if any backend failed.
+
+Within a backend, `--workers` pytest-xdist processes share the test files (default 2,
+`--dist loadfile`: a file's tests stay in one process, so module fixtures such as the
+distribution tests' multi-device runs start once). Most of a tiny test's time is compiling
+(XLA, TensorFlow tracing), which is single-threaded, so two processes on 2 cores finish
+sooner than one: the jax suite measured 637 s with 2 workers against ~865 s in one process
+on the 2-core development machine. Each torch worker gets `OMP_NUM_THREADS` = cores /
+workers unless the caller set it (OpenMP's waiting threads otherwise spin against the other
+worker). Running the three backends at the same time instead was slower on 2 cores (the
+torch suite took 30 min beside the other two instead of ~7 alone).
+
+Tests marked `one_backend` (backend-independent code, and the guides' tiny end-to-end runs,
+whose backend-specific parts the model tests cover on every backend) run once per call:
+this script tells the pytest processes which backends it runs (KBM_TEST_BACKENDS) and
+tests/conftest.py runs each such test in one pass only. `--every-backend` turns that off.
 """
 
 import argparse
+import importlib.util
 import os
 import subprocess
 import sys
-import tempfile
 import time
 
 BACKENDS = ("jax", "tensorflow", "torch")
@@ -29,8 +41,10 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("backends", nargs="*", metavar="backend",
                         help=f"backends to test, of {', '.join(BACKENDS)} (default: all three)")
-    parser.add_argument("--jobs", type=int, default=1,
-                        help="backends running at the same time (1: one after the other)")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="pytest-xdist processes per backend (1: plain pytest)")
+    parser.add_argument("--every-backend", action="store_true",
+                        help="run the one_backend tests in every backend's pass as well")
     argv = sys.argv[1:] if argv is None else list(argv)
     pytest_args = []
     if "--" in argv:
@@ -40,73 +54,51 @@ def parse_args(argv=None):
     unknown = [b for b in args.backends if b not in BACKENDS]
     if unknown:
         parser.error(f"backends must be among {', '.join(BACKENDS)}; received {unknown}")
-    if args.jobs < 1:
-        parser.error(f"--jobs must be at least 1; received {args.jobs}")
+    if args.workers < 1:
+        parser.error(f"--workers must be at least 1; received {args.workers}")
+    if args.workers > 1 and importlib.util.find_spec("xdist") is None:
+        parser.error(f"--workers {args.workers} needs pytest-xdist (pip install -e '.[test]'),"
+                     " or pass --workers 1")
     args.backends = list(dict.fromkeys(args.backends)) or list(BACKENDS)
     args.pytest_args = pytest_args or ["-q"]
     return args
 
 
-def environment(backend, shared):
+def environment(backend, backends=(), every_backend=False, workers=1):
     env = dict(os.environ, KERAS_BACKEND=backend)
-    if shared and backend == "torch":
-        env.setdefault("OMP_NUM_THREADS", "1")
+    env.pop("KBM_TEST_BACKENDS", None)
+    if not every_backend and len(backends) > 1:
+        env["KBM_TEST_BACKENDS"] = ",".join(backends)
+    if workers > 1 and backend == "torch":
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
     return env
 
 
-def command(pytest_args):
-    return [sys.executable, "-m", "pytest", *pytest_args, "tests"]
+def names_paths(arg):
+    return not arg.startswith("-") and os.path.exists(os.path.join(ROOT, arg.split("::")[0]))
 
 
-def run_serial(backends, pytest_args):
-    status = {}
-    for backend in backends:
-        print(f"=== KERAS_BACKEND={backend} ===", flush=True)
-        start = time.time()
-        status[backend] = subprocess.call(command(pytest_args), cwd=ROOT,
-                                          env=environment(backend, shared=False))
-        print(f"=== {backend}: exit {status[backend]} in {time.time() - start:.0f} s ===",
-              flush=True)
-    return status
-
-
-def run_parallel(backends, pytest_args, jobs):
-    status, running, waiting = {}, {}, list(backends)
-    with tempfile.TemporaryDirectory(prefix="kbm-tests-") as logs:
-        while waiting or running:
-            while waiting and len(running) < jobs:
-                backend = waiting.pop(0)
-                log = open(os.path.join(logs, f"{backend}.log"), "w+")
-                process = subprocess.Popen(command(pytest_args), cwd=ROOT, stdout=log,
-                                           stderr=subprocess.STDOUT,
-                                           env=environment(backend, shared=jobs > 1))
-                running[backend] = (process, log, time.time())
-                print(f"=== KERAS_BACKEND={backend}: started ===", flush=True)
-            time.sleep(1)
-            for backend, (process, log, start) in list(running.items()):
-                if process.poll() is None:
-                    continue
-                del running[backend]
-                status[backend] = process.returncode
-                log.seek(0)
-                print(f"=== KERAS_BACKEND={backend} ===", flush=True)
-                sys.stdout.write(log.read())
-                log.close()
-                print(f"=== {backend}: exit {process.returncode} in "
-                      f"{time.time() - start:.0f} s ===", flush=True)
-    return status
+def command(pytest_args, workers=1):
+    """pytest on the whole suite, or on the paths among `pytest_args` when it names some."""
+    paths = [] if any(names_paths(a) for a in pytest_args) else ["tests"]
+    parallel = ["-n", str(workers), "--dist", "loadfile"] if workers > 1 else []
+    return [sys.executable, "-m", "pytest", *parallel, *pytest_args, *paths]
 
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.jobs == 1 or len(args.backends) == 1:
-        status = run_serial(args.backends, args.pytest_args)
-    else:
-        status = run_parallel(args.backends, args.pytest_args, args.jobs)
-    failed = [b for b in args.backends if status.get(b) != 0]
-    print("=== " + ", ".join(f"{b}: {'ok' if status.get(b) == 0 else 'FAILED'}"
+    status = {}
+    for backend in args.backends:
+        print(f"=== KERAS_BACKEND={backend} ===", flush=True)
+        start = time.time()
+        status[backend] = subprocess.call(
+            command(args.pytest_args, args.workers), cwd=ROOT,
+            env=environment(backend, args.backends, args.every_backend, args.workers))
+        print(f"=== {backend}: exit {status[backend]} in {time.time() - start:.0f} s ===",
+              flush=True)
+    print("=== " + ", ".join(f"{b}: {'ok' if status[b] == 0 else 'FAILED'}"
                              for b in args.backends) + " ===", flush=True)
-    return 1 if failed else 0
+    return 1 if any(status[b] != 0 for b in args.backends) else 0
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "guides"))
 
 
+@pytest.mark.one_backend("torch")  # see tests/conftest.py
 def test_bert_guide_tiny_pretraining_helps(tmp_path):
     import bert_pretrain_finetune
 
@@ -32,6 +33,7 @@ def test_bert_guide_tiny_pretraining_helps(tmp_path):
     assert accuracy["pretrained"] > results["chance"]
 
 
+@pytest.mark.one_backend("tensorflow")  # see tests/conftest.py
 def test_roberta_guide_smoke(tmp_path):
     import numpy as np
     import bert_pretrain_finetune

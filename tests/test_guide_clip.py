@@ -7,6 +7,7 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "guides"))
 
 
+@pytest.mark.one_backend("torch")  # see tests/conftest.py
 def test_clip_digits_guide_tiny_beats_chance_zero_shot(tmp_path):
     import clip_digits
 

@@ -8,6 +8,7 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "guides"))
 
 
+@pytest.mark.one_backend("torch")  # see tests/conftest.py
 def test_ddpm_digits_guide_tiny_beats_the_noise_baseline(tmp_path):
     import ddpm_digits
 
@@ -35,6 +36,7 @@ def test_ddpm_digits_guide_tiny_beats_the_noise_baseline(tmp_path):
     assert plain["frechet_distance"] < 0.85 * noise or plain["class_accuracy"] > 0.2
 
 
+@pytest.mark.one_backend("torch")  # see tests/conftest.py
 def test_ddpm_digits_guide_latent_run_at_minimal_size(tmp_path):
     import ddpm_digits
 

@@ -20,6 +20,7 @@ print("tensorflow imported:", "tensorflow" in sys.modules)
 """
 
 
+@pytest.mark.one_backend("jax")  # see tests/conftest.py
 @pytest.mark.skipif(keras.backend.backend() == "tensorflow",
                     reason="TensorFlow is the backend itself")
 def test_guides_do_not_import_tensorflow(tmp_path):
@@ -46,6 +47,7 @@ LATER_GUIDES = ["distributed_training", "t5_span_corruption", "bart_denoising", 
                 "video_text", "ddpm_digits"]
 
 
+@pytest.mark.one_backend("jax")
 @pytest.mark.skipif(keras.backend.backend() == "tensorflow",
                     reason="TensorFlow is the backend itself")
 def test_later_guides_import_without_tensorflow():

@@ -8,6 +8,7 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "guides"))
 
 
+@pytest.mark.one_backend("torch")  # see tests/conftest.py
 def test_t5_guide_tiny_run_pretrains_and_fine_tunes(tmp_path):
     import t5_span_corruption
 

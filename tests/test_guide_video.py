@@ -8,6 +8,7 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "guides"))
 
 
+@pytest.mark.one_backend("torch")  # see tests/conftest.py
 def test_video_text_guide_tiny_beats_the_baselines(tmp_path):
     import video_text
 

@@ -7,6 +7,7 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "guides"))
 
 
+@pytest.mark.one_backend("torch")  # see tests/conftest.py
 def test_vit_digits_guide_tiny_beats_majority_class(tmp_path):
     import vit_digits
 

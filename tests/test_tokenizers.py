@@ -40,6 +40,7 @@ def test_training_is_deterministic_within_a_process(kind):
         assert trained(kind, texts) == first
 
 
+@pytest.mark.one_backend  # Python and the `tokenizers` library only
 @pytest.mark.parametrize("kind", ["wordpiece", "bpe"])
 def test_training_is_deterministic_across_processes(kind):
     expected = json.loads(json.dumps(trained(kind, corpus())))

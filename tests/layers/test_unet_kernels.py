@@ -286,6 +286,7 @@ def test_unet_keeps_the_weight_paths_of_files_saved_before(tmp_path):
     assert not [name for name in top if name.startswith("image_")], top
 
 
+@pytest.mark.skipif(not ON_TORCH, reason="eager_training() is a no-op on JAX and TensorFlow")
 def test_diffusion_train_step_in_eager_training_equals_the_keras_step(monkeypatch):
     """DiffusionModel's train step runs in `eager_training()` (torch): one step from the
     same weights and seed gives the loss and the updated weights of the plain Keras step."""
@@ -314,7 +315,7 @@ def test_diffusion_train_step_in_eager_training_equals_the_keras_step(monkeypatc
     plain.set_weights(initial)
     monkeypatch.setattr(tasks, "eager_training", counted)
     fast_loss = fast.train_on_batch(images, return_dict=True)["loss"]
-    assert entered["count"] >= 1  # TensorFlow traces the step more than once
+    assert entered["count"] >= 1
     monkeypatch.setattr(tasks, "eager_training", lambda enabled=True: contextlib.nullcontext())
     plain_loss = plain.train_on_batch(images, return_dict=True)["loss"]
     np.testing.assert_allclose(fast_loss, plain_loss, rtol=1e-5)
