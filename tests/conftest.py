@@ -23,7 +23,9 @@ def _seed():
 # runs under (pure numpy/Python code), or a guide's tiny end-to-end run whose backend-specific
 # parts the model tests already cover on every backend. When `tests/run_backends.py` runs
 # several backends (it sets KBM_TEST_BACKENDS to them), such a test runs once: in its home
-# backend's pass when the home is among them, else in the first backend's pass. Run alone
+# backend's pass when the home is among them, else in the first backend's pass. Several homes
+# may be named, in order of preference (`one_backend("jax", "torch")`: a test that skips
+# itself on TensorFlow names a second home so that a `tensorflow torch` run still runs it). Run alone
 # (plain `pytest`, `make test-one`, or `run_backends.py --every-backend`), it runs on whatever
 # backend the process has.
 RUN_BACKENDS = [b for b in os.environ.get("KBM_TEST_BACKENDS", "").split(",") if b]
@@ -31,15 +33,15 @@ RUN_BACKENDS = [b for b in os.environ.get("KBM_TEST_BACKENDS", "").split(",") if
 
 def pytest_configure(config):
     config.addinivalue_line(
-        "markers", "one_backend(home=None): run once per multi-backend `make test`, in the "
+        "markers", "one_backend(*homes): run once per multi-backend `make test`, in the "
         "home backend's pass (default: the first backend run); see tests/conftest.py")
 
 
-def one_backend_for(home):
-    """The backend whose pass runs a `one_backend(home)` test, or None for every pass."""
+def one_backend_for(*homes):
+    """The backend whose pass runs a `one_backend(*homes)` test, or None for every pass."""
     if len(RUN_BACKENDS) < 2:
         return None
-    return home if home in RUN_BACKENDS else RUN_BACKENDS[0]
+    return next((home for home in homes if home in RUN_BACKENDS), RUN_BACKENDS[0])
 
 
 def pytest_collection_modifyitems(config, items):
@@ -48,8 +50,8 @@ def pytest_collection_modifyitems(config, items):
         marker = item.get_closest_marker("one_backend")
         if marker is None:
             continue
-        home = marker.args[0] if marker.args else marker.kwargs.get("home")
-        runs_on = one_backend_for(home)
+        homes = marker.args or (marker.kwargs.get("home"),)
+        runs_on = one_backend_for(*homes)
         if runs_on is not None and runs_on != backend:
             item.add_marker(pytest.mark.skip(
                 reason=f"one backend per make test: runs in the {runs_on} pass"))

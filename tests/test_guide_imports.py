@@ -20,7 +20,7 @@ print("tensorflow imported:", "tensorflow" in sys.modules)
 """
 
 
-@pytest.mark.one_backend("jax")  # see tests/conftest.py
+@pytest.mark.one_backend("jax", "torch")  # see tests/conftest.py; skips itself on TF
 @pytest.mark.skipif(keras.backend.backend() == "tensorflow",
                     reason="TensorFlow is the backend itself")
 def test_guides_do_not_import_tensorflow(tmp_path):
@@ -47,7 +47,7 @@ LATER_GUIDES = ["distributed_training", "t5_span_corruption", "bart_denoising", 
                 "video_text", "ddpm_digits"]
 
 
-@pytest.mark.one_backend("jax")
+@pytest.mark.one_backend("jax", "torch")
 @pytest.mark.skipif(keras.backend.backend() == "tensorflow",
                     reason="TensorFlow is the backend itself")
 def test_later_guides_import_without_tensorflow():

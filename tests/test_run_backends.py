@@ -12,6 +12,9 @@ def test_one_backend_runs_in_its_home_pass_else_the_first(monkeypatch):
     assert conftest.one_backend_for(None) == "jax"
     monkeypatch.setattr(conftest, "RUN_BACKENDS", ["tensorflow", "jax"])
     assert conftest.one_backend_for("torch") == "tensorflow"  # home not in this run
+    monkeypatch.setattr(conftest, "RUN_BACKENDS", ["tensorflow", "torch"])
+    assert conftest.one_backend_for("jax", "torch") == "torch"  # the second home
+    assert conftest.one_backend_for("jax") == "tensorflow"
     monkeypatch.setattr(conftest, "RUN_BACKENDS", ["torch"])
     assert conftest.one_backend_for("jax") is None  # one backend: every test runs
     monkeypatch.setattr(conftest, "RUN_BACKENDS", [])
