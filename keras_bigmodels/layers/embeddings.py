@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from keras_bigmodels.layers.positions import PositionEmbedding, SinusoidalPositionEncoding
+from keras_bigmodels import backend
 from keras_bigmodels.backend.decoding import active as in_eager_decoding
 from keras_bigmodels.backend.decoding import invoke, memo, op_kernels
 from keras_bigmodels.utils import check_in, check_positive_int, check_token_ids
@@ -45,6 +46,8 @@ class TokenEmbedding(keras.layers.Embedding):
                                  lambda: ops.transpose(self.embeddings.value))
                 return kernels.linear(inputs, table)
             kernel = ops.cast(self.embeddings, self.compute_dtype)
+            if backend.prefers_contracting_einsum_logits():
+                return ops.einsum("...d,vd->...v", inputs, kernel)
             return ops.matmul(inputs, ops.transpose(kernel))
         # Inside a decode loop the ids are the checked prompt or the model's own samples.
         if not training and not in_eager_decoding():
