@@ -107,11 +107,36 @@ class ImageOps:
     group_norm = None
     attention = None
 
+    # Where the matmul kernel gradient beats XLA's: images of at least this many pixels
+    # and convs with at least this many input x output channels.
+    min_pixels = 32 * 32
+    min_channel_product = 128 * 128
+
+    @staticmethod
+    def matmul_kernel_gradient_pays(x_shape, kernel_shape):
+        """Whether `conv_kernel_gradient` beats XLA's own kernel gradient for a stride-1
+        conv of `x_shape` [b, h, w, in] with `kernel_shape` [kh, kw, in, out].
+
+        XLA's window is the whole image, so it slows with the image; the matmuls pay for
+        their shifted copies of x, so they lose on small images and few channels. Measured
+        (2 cores, batch 16, 3x3 kernels, ms for XLA's form / the matmuls): 32x32 128->128
+        103-145 / 72-74, 64x64 (batch 4) 128->128 117 / 69; at parity 32x32 64->64 38-40 /
+        38-51 and 64->128 45 / 44; XLA ahead on 16x16 128->128 8-11 / 14-28, 16x16 256->128
+        17 / 64, 32x32 64->3 3.3 / 30 and 3->64 2.0 / 3.7.
+        """
+        if x_shape[1] is None or x_shape[2] is None:
+            return False
+        pixels = x_shape[1] * x_shape[2]
+        channels = kernel_shape[2] * kernel_shape[3]
+        return (pixels >= ImageOps.min_pixels
+                and channels >= ImageOps.min_channel_product)
+
     @staticmethod
     def conv2d(x, kernel, bias, strides, padding):
         """x [b, h, w, in], kernel [kh, kw, in, out], symmetric int `padding` per spatial
         axis -> [b, h', w', out], as `keras.ops.conv` plus the bias."""
-        if tuple(strides) == (1, 1):
+        if tuple(strides) == (1, 1) and ImageOps.matmul_kernel_gradient_pays(x.shape,
+                                                                              kernel.shape):
             out = conv2d_stride1(x, kernel, tuple(int(p) for p in padding))
         else:
             out = jax.lax.conv_general_dilated(x, kernel, tuple(strides),

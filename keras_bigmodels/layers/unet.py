@@ -532,6 +532,14 @@ class ProjectedAttention(keras.layers.Layer):
             attended = kernels.attention(query, key, value, scale)
         elif float32 and fused_by_default():
             attended = ops.dot_product_attention(query, key, value, scale=scale)
+        elif backend.prefers_heads_first_attention():
+            # [b, t, n, h] -> [b, n, t, h]: two batched matmuls (see the predicate).
+            heads_first = lambda x: ops.transpose(x, (0, 2, 1, 3))  # noqa: E731
+            scores = ops.matmul(heads_first(query * ops.cast(scale, query.dtype)),
+                                ops.transpose(key, (0, 2, 3, 1)))
+            probabilities = ops.cast(ops.softmax(ops.cast(scores, "float32"), axis=-1),
+                                     query.dtype)
+            attended = heads_first(ops.matmul(probabilities, heads_first(value)))
         else:
             scores = ops.einsum("btnh,bsnh->bnts", query, key) * scale
             # Softmax in float32 (diffusers' upcast_softmax) so half-precision policies agree.

@@ -159,9 +159,14 @@ def test_image_kernels_exist_exactly_on_torch_and_jax():
                                   dict(filters=8, kernel_size=3, padding="valid"),
                                   dict(filters=4, kernel_size=(3, 5), padding="same"),
                                   dict(filters=16, kernel_size=3, strides=2, padding="valid")])
-def test_jax_conv_has_the_keras_gradients(case):
+def test_jax_conv_has_the_keras_gradients(case, monkeypatch):
     import jax
+    from keras_bigmodels.backend import jax_backend
 
+    # These small images take XLA's own kernel gradient by the size rule; 0 thresholds make
+    # every stride-1 conv take the matmul one, which is the path under test.
+    monkeypatch.setattr(jax_backend.ImageOps, "min_pixels", 0)
+    monkeypatch.setattr(jax_backend.ImageOps, "min_channel_product", 0)
     inputs = _images((2, 10, 12, 8))
     layer, reference = ImageConv2D(**case), keras.layers.Conv2D(**case)
     _twin(layer, reference, inputs)
@@ -180,6 +185,18 @@ def test_jax_conv_has_the_keras_gradients(case):
     np.testing.assert_allclose(actual_x, expected_x, atol=5e-5, rtol=1e-4)
     for actual, expected in zip(actual_weights, expected_weights):
         np.testing.assert_allclose(actual, expected, atol=2e-4, rtol=1e-4)
+
+
+@pytest.mark.skipif(not ON_JAX, reason="the matmul kernel gradient is JAX's")
+def test_jax_matmul_kernel_gradient_only_where_it_pays():
+    from keras_bigmodels.backend import jax_backend
+
+    pays = jax_backend.ImageOps.matmul_kernel_gradient_pays
+    assert pays((16, 32, 32, 128), (3, 3, 128, 128))
+    assert pays((4, 64, 64, 192), (3, 3, 192, 128))
+    assert not pays((16, 16, 16, 256), (3, 3, 256, 128))  # small image
+    assert not pays((16, 32, 32, 64), (3, 3, 64, 3))  # few channels
+    assert not pays((16, None, None, 128), (3, 3, 128, 128))  # unknown size
 
 
 @pytest.mark.parametrize("context_dim", [None, 12])
