@@ -149,9 +149,9 @@ def image_kernels():
     conv bit-equal, the norm to ~4e-6). `attention` is SDPA on strided heads-first views
     (Keras' torch `dot_product_attention` copies q, k, v contiguous on CPU).
     JAX (`jax_backend.ImageOps`): `conv2d` only (`group_norm` and `attention` are None:
-    the Keras forms), XLA's conv with the kernel gradient of stride-1 convs computed as
-    matmuls instead of XLA:CPU's image-sized-window convolution, which a profile of the
-    diffusion training step put at 64% of the step. TensorFlow compiles the Keras forms
+    the Keras forms), XLA's conv with the kernel gradient of stride-1 convs on large images
+    with many channels computed as matmuls instead of XLA:CPU's image-sized-window
+    convolution (`jax_backend.ImageOps.matmul_kernel_gradient_pays`). TensorFlow compiles the Keras forms
     (None). A kernel set to None means "use the Keras form" for that layer.
     Equivalence: tests/layers/test_unet_kernels.py.
     """
