@@ -255,14 +255,20 @@ def test_fit_learns_to_pair_images_with_texts(loss):
     task = CLIPContrastiveTask(CLIPBackbone(**TINY), loss=loss)
     task.compile(optimizer=keras.optimizers.Adam(1e-3))
     x = pairs(8, seed=3)
-    # The sigmoid loss starts from its bias of -10 and plateaus longer: at 30 epochs its
-    # recall ranged 0.375-1.0 over initializations (one machine failed); at 50 it was 1.0
-    # for every seed tried (0, 1, 2, 5 on jax).
+    # The sigmoid loss starts from its bias of -10 and plateaus longer: 50 epochs.
     epochs = 50 if loss == "siglip" else 30
     history = task.fit(x, batch_size=8, epochs=epochs, verbose=0).history
     assert history["loss"][-1] < 0.5 * history["loss"][0], history["loss"]
-    assert history["image_to_text_recall_at_1"][-1] > 0.5
-    assert history["text_to_image_recall_at_1"][-1] > 0.5
+    # Recall of the trained model's own logits, outside the compiled step: under the
+    # suite's XLA_FLAGS (--xla_backend_optimization_level=0, tests/conftest.py) the jax
+    # train/test step computed recall@1 0.375-0.5 from logits whose recall is 1.0 (seed 2
+    # on an Intel Xeon host; at XLA's default optimization every seed gave 1.0). The
+    # metric's arithmetic has its own tests above.
+    logits = to_numpy(task.predict(x, verbose=0))
+    for direction, rows in (("image_to_text", logits), ("text_to_image", logits.T)):
+        metric = RetrievalRecall(1, direction="image_to_text")
+        metric.update_state(None, rows)
+        assert float(metric.result()) > 0.5, (direction, logits)
     if loss == "siglip":
         assert task.get_layer("logit_bias").logit_bias.numpy() != -10.0
 
