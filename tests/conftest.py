@@ -27,9 +27,9 @@ def _seed():
 # several backends (it sets KBM_TEST_BACKENDS to them), such a test runs once: in its home
 # backend's pass when the home is among them, else in the first backend's pass. Several homes
 # may be named, in order of preference (`one_backend("jax", "torch")`: a test that skips
-# itself on TensorFlow names a second home so that a `tensorflow torch` run still runs it). Run alone
-# (plain `pytest`, `make test-one`, or `run_backends.py --every-backend`), it runs on whatever
-# backend the process has.
+# itself on TensorFlow names a second home so that a `tensorflow torch` run still runs it).
+# Run alone (plain `pytest`, `make test-one`, or `run_backends.py --every-backend`), it runs
+# on whatever backend the process has.
 RUN_BACKENDS = [b for b in os.environ.get("KBM_TEST_BACKENDS", "").split(",") if b]
 
 

@@ -151,8 +151,8 @@ def image_kernels():
     JAX (`jax_backend.ImageOps`): `conv2d` only (`group_norm` and `attention` are None:
     the Keras forms), XLA's conv with the kernel gradient of stride-1 convs on large images
     with many channels computed as matmuls instead of XLA:CPU's image-sized-window
-    convolution (`jax_backend.ImageOps.matmul_kernel_gradient_pays`). TensorFlow compiles the Keras forms
-    (None). A kernel set to None means "use the Keras form" for that layer.
+    convolution (`jax_backend.ImageOps.matmul_kernel_gradient_pays`). TensorFlow compiles
+    the Keras forms (None). A kernel set to None means "use the Keras form" for that layer.
     Equivalence: tests/layers/test_unet_kernels.py.
     """
     if keras.backend.backend() == "torch":

@@ -3,10 +3,10 @@
 import keras
 from keras import ops
 
-from keras_bigmodels.layers.positions import PositionEmbedding, SinusoidalPositionEncoding
 from keras_bigmodels import backend
 from keras_bigmodels.backend.decoding import active as in_eager_decoding
 from keras_bigmodels.backend.decoding import invoke, memo, op_kernels
+from keras_bigmodels.layers.positions import PositionEmbedding, SinusoidalPositionEncoding
 from keras_bigmodels.utils import check_in, check_positive_int, check_token_ids
 
 

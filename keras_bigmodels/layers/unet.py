@@ -532,20 +532,24 @@ class ProjectedAttention(keras.layers.Layer):
             attended = kernels.attention(query, key, value, scale)
         elif float32 and fused_by_default():
             attended = ops.dot_product_attention(query, key, value, scale=scale)
-        elif backend.prefers_heads_first_attention():
-            # [b, t, n, h] -> [b, n, t, h]: two batched matmuls (see the predicate).
-            heads_first = lambda x: ops.transpose(x, (0, 2, 1, 3))  # noqa: E731
-            scores = ops.matmul(heads_first(query * ops.cast(scale, query.dtype)),
-                                ops.transpose(key, (0, 2, 3, 1)))
-            probabilities = ops.cast(ops.softmax(ops.cast(scores, "float32"), axis=-1),
-                                     query.dtype)
-            attended = heads_first(ops.matmul(probabilities, heads_first(value)))
         else:
-            scores = ops.einsum("btnh,bsnh->bnts", query, key) * scale
+            # Explicit: on JAX as batched matmuls on heads-first transposes [b, n, t, h]
+            # (backend.prefers_heads_first_attention), elsewhere as einsums.
+            heads_first = backend.prefers_heads_first_attention()
+            if heads_first:
+                scores = ops.matmul(
+                    ops.transpose(query * ops.cast(scale, query.dtype), (0, 2, 1, 3)),
+                    ops.transpose(key, (0, 2, 3, 1)))
+            else:
+                scores = ops.einsum("btnh,bsnh->bnts", query, key) * scale
             # Softmax in float32 (diffusers' upcast_softmax) so half-precision policies agree.
             probabilities = ops.cast(ops.softmax(ops.cast(scores, "float32"), axis=-1),
                                      query.dtype)
-            attended = ops.einsum("bnts,bsnh->btnh", probabilities, value)
+            if heads_first:
+                attended = ops.transpose(
+                    ops.matmul(probabilities, ops.transpose(value, (0, 2, 1, 3))), (0, 2, 1, 3))
+            else:
+                attended = ops.einsum("bnts,bsnh->btnh", probabilities, value)
         return invoke(self.dropout_layer, invoke(self.output_dense, attended), training=training)
 
     def compute_output_shape(self, inputs_shape, context_shape=None):
