@@ -15,7 +15,9 @@ Ours: `UNet2D` inside `DiffusionModel` (`train_on_batch`, `generate(sampler="ddi
 num_steps=50)`) on the Keras backend; diffusers: `UNet2DModel` in a plain torch training
 loop and `DDIMPipeline`, always PyTorch eager. Every contender runs in its own process
 through `harness.py` (alternating rounds, medians with min-max, JSON with commit, machine
-and load). No MFU (no model FLOP count here). Writes
+and load). MFU counts the UNet's convolutions, dense layers and attention products
+(`unet2d_flops`: 9.3 GFLOP per training image at this config, 3.1 GFLOP per image per
+sampling step) against each framework's measured matmul peak. Writes
 benchmarks/results/diffusion_<backend>_<tuning>.json.
 """
 
@@ -40,6 +42,31 @@ def sample_name(batch, steps):
     return f"ddim{steps}_b{batch}"
 
 
+def unet_config(config):
+    """The `UNet2D` config dict of the benchmark config (what both sides build)."""
+    return dict(in_channels=config["channels"], out_channels=config["channels"],
+                block_out_channels=tuple(config["block_out_channels"]),
+                attention_levels=tuple(config["attention_levels"]),
+                layers_per_block=config["layers_per_block"],
+                attention_head_dim=config["attention_head_dim"],
+                norm_num_groups=config["norm_num_groups"])
+
+
+def flops_per_image(config, sample_steps):
+    """{measure: FLOPs per image}: a training step, and a whole DDIM sampling call.
+
+    The count is the library's (`unet2d_flops`), imported into this parent process from
+    this checkout (the contenders' processes are unaffected).
+    """
+    if harness.REPOSITORY_ROOT not in sys.path:
+        sys.path.insert(1, harness.REPOSITORY_ROOT)
+    from keras_bigmodels.models.diffusion.config import unet2d_flops
+
+    unet, size = unet_config(config), config["image_size"]
+    return {"train": unet2d_flops(unet, size),
+            "sample": sample_steps * unet2d_flops(unet, size, training=False)}
+
+
 def make_images(config, batch):
     """Training images in [0, 1], [batch, H, W, C] float32 (the same on every side)."""
     import numpy as np
@@ -56,12 +83,7 @@ def setup_ours(config, batch, sample_batch, sample_steps, train=True):
     import keras
     from keras_bigmodels.models.diffusion import DiffusionModel, UNet2D
 
-    unet = UNet2D(in_channels=config["channels"], out_channels=config["channels"],
-                  block_out_channels=tuple(config["block_out_channels"]),
-                  attention_levels=tuple(config["attention_levels"]),
-                  layers_per_block=config["layers_per_block"],
-                  attention_head_dim=config["attention_head_dim"],
-                  norm_num_groups=config["norm_num_groups"])
+    unet = UNet2D(**unet_config(config))
     size = config["image_size"]
     model = DiffusionModel(unet, image_shape=(size, size, config["channels"]),
                            num_train_timesteps=config["num_train_timesteps"],
@@ -164,10 +186,12 @@ def main(argv=None):
         "Same architecture on both sides (parameter counts in the JSON `info`); diffusers "
         "is plain PyTorch eager whatever the Keras backend.",
     ]
-    order = (["train"] if not args.no_train else []) + [
-        sample_name(args.sample_batch, args.sample_steps)]
+    sample = sample_name(args.sample_batch, args.sample_steps)
+    order = (["train"] if not args.no_train else []) + [sample]
+    flops = flops_per_image(CONFIG, args.sample_steps)
     return harness.run("diffusion", contenders(args.contenders, args.backend, **kwargs), args,
-                       config=kwargs, notes=notes, measure_order=order)
+                       config=kwargs, notes=notes, measure_order=order,
+                       flops_per_unit={"train": flops["train"], sample: flops["sample"]})
 
 
 if __name__ == "__main__":

@@ -147,3 +147,16 @@ def test_diffusion_bench_noises_the_same_way_on_both_sides(render):
         torch.tensor(images * 2 - 1), torch.tensor(noise), torch.tensor(timesteps)).numpy()
     np.testing.assert_allclose(ours, theirs, atol=1e-5)
     assert render.measure_title(bench.sample_name(8, 50)) == "DDIM-50 b=8"
+
+
+def test_diffusion_bench_counts_the_unet_it_builds():
+    from keras_bigmodels.models.diffusion import UNet2D
+    from keras_bigmodels.models.diffusion.config import count_unet2d_params, unet2d_flops
+
+    bench = _load("bench_diffusion")
+    unet = bench.unet_config(bench.CONFIG)
+    assert count_unet2d_params(unet) == UNet2D(**unet).count_params()
+    flops = bench.flops_per_image(bench.CONFIG, 50)
+    assert flops["train"] == unet2d_flops(unet, 32)
+    # A DDIM call runs the UNet forward once per step on every image.
+    assert flops["sample"] == 50 * unet2d_flops(unet, 32, training=False)

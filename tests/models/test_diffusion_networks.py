@@ -10,6 +10,7 @@ from keras_bigmodels.models.diffusion.config import (
     count_autoencoder_kl_params,
     count_unet2d_condition_params,
     count_unet2d_params,
+    unet2d_flops,
 )
 from tests.testing import assert_close, assert_saved_model_matches, to_numpy
 
@@ -202,6 +203,47 @@ def test_preset_counts_without_allocating():
 ])
 def test_unet2d_analytic_count(config):
     assert UNet2D(**config).count_params() == count_unet2d_params(config)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="XLA's cost analysis")
+@pytest.mark.parametrize("config", [
+    dict(TINY_UNET, layers_per_block=2),
+    dict(TINY_UNET, block_out_channels=(16, 32, 48), attention_levels=(True, False, True),
+         time_embedding_norm="scale_shift", mid_block_attention=False),
+])
+def test_unet2d_flops_agree_with_xla(config):
+    # XLA counts every FLOP of the compiled graph: norms and activations on top, and the
+    # convolutions without their taps on the zero padding; the two must agree to a few
+    # percent in the forward and in the gradient (the backward costs twice the forward).
+    import jax
+
+    unet = UNet2D(**config)
+    images, timesteps = np.zeros((2, 32, 32, 3), "float32"), np.zeros((2,), "int32")
+    unet([images, timesteps])
+    trainable = [v.value for v in unet.trainable_variables]
+    fixed = [v.value for v in unet.non_trainable_variables]
+
+    def forward(params, x, t):
+        return unet.stateless_call(params, fixed, [x, t])[0]
+
+    def cost(function):
+        analysis = jax.jit(function).lower(trainable, images, timesteps).compile()
+        analysis = analysis.cost_analysis()
+        return (analysis[0] if isinstance(analysis, list) else analysis)["flops"]
+
+    xla_forward = cost(forward)
+    xla_training = cost(jax.grad(lambda p, x, t: (forward(p, x, t) ** 2).sum()))
+    assert abs(unet2d_flops(config, 32, training=False) * 2 / xla_forward - 1) < 0.1
+    assert abs(unet2d_flops(config, 32) * 2 / xla_training - 1) < 0.1
+
+
+def test_unet2d_flops_registered_and_checked():
+    preset = flops.presets.get_preset("ddpm-cifar10")
+    assert flops.flops_per_example("ddpm-cifar10", 32) == unet2d_flops(preset, 32)
+    assert unet2d_flops(preset, 32) == 3 * unet2d_flops(preset, 32, training=False)
+    assert unet2d_flops(TINY_UNET, (32, 16)) == unet2d_flops(TINY_UNET, (16, 32))
+    with pytest.raises(ValueError, match="image_size"):
+        unet2d_flops(preset, 36)
 
 
 @pytest.mark.parametrize("config", [

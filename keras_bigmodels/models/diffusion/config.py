@@ -6,6 +6,7 @@ SD v1). Each network is its own registry family (`unet2d`, `unet2d_condition`,
 `autoencoder_kl`), so that one counter answers for each.
 """
 
+from keras_bigmodels.flops import register_flops_counter
 from keras_bigmodels.presets import register_presets
 
 SD_V1_SOURCE = ("Rombach et al. 2022, High-Resolution Image Synthesis with Latent Diffusion "
@@ -77,39 +78,64 @@ def _spatial_transformer(channels, context_dim, layers):
     return 2 * channels + 2 * _dense(channels, channels) + layers * block
 
 
-def _unet_levels(channels, layers_per_block, attention, time_dim, scale_shift, mid_attention):
-    """Parameters of the down, middle and up levels, following the skip connections."""
+def _walk_unet_levels(channels, layers_per_block, visit):
+    """Sum `visit(kind, level, channels_in, channels_out)` over the down, middle and up levels.
+
+    The one walk of the UNet layout (skip connections included) that both the parameter and
+    the FLOP counters follow. `kind` is "resnet", "attention" (after each resnet of a level),
+    "down" (the stride-2 conv leaving `level`), "mid_attention" or "up" (the conv after
+    upsampling out of `level`); `level` 0 is the full resolution.
+    """
     levels = len(channels)
     total, current = 0, channels[0]
     skips = [current]
     for level, out in enumerate(channels):
         for _ in range(layers_per_block):
-            total += _resnet(current, out, time_dim, scale_shift) + attention(level, out)
+            total += visit("resnet", level, current, out) + visit("attention", level, out, out)
             current = out
             skips.append(out)
         if level < levels - 1:
-            total += _conv(3, out, out)
+            total += visit("down", level, out, out)
             skips.append(out)
-    total += 2 * _resnet(current, current, time_dim, scale_shift) + mid_attention(current)
+    total += 2 * visit("resnet", levels - 1, current, current)
+    total += visit("mid_attention", levels - 1, current, current)
     for index in range(levels):
         level = levels - 1 - index
         out = channels[level]
         for _ in range(layers_per_block + 1):
-            total += _resnet(current + skips.pop(), out, time_dim, scale_shift)
-            total += attention(level, out)
+            total += visit("resnet", level, current + skips.pop(), out)
+            total += visit("attention", level, out, out)
             current = out
         if index < levels - 1:
-            total += _conv(3, out, out)
+            total += visit("up", level, out, out)
     return total
 
 
-def count_unet2d_params(config):
-    """Parameters of a `UNet2D` config dict, exactly as `UNet2D(**config).count_params()`."""
+def _unet_levels(channels, layers_per_block, attention, time_dim, scale_shift, mid_attention):
+    """Parameters of the down, middle and up levels, following the skip connections."""
+    def visit(kind, level, channels_in, channels_out):
+        if kind == "resnet":
+            return _resnet(channels_in, channels_out, time_dim, scale_shift)
+        if kind == "attention":
+            return attention(level, channels_out)
+        if kind == "mid_attention":
+            return mid_attention(channels_out)
+        return _conv(3, channels_out, channels_out)  # the down / up sampling conv
+    return _walk_unet_levels(channels, layers_per_block, visit)
+
+
+def _unet2d_options(config):
     channels = tuple(config.get("block_out_channels", (224, 448, 672, 896)))
     flags = config.get("attention_levels", (False, True, True, True))
     flags = tuple(flags) if isinstance(flags, (list, tuple)) else (flags,) * len(channels)
     time_dim = config.get("time_embedding_dim") or 4 * channels[0]
     scale_shift = config.get("time_embedding_norm", "default") == "scale_shift"
+    return channels, flags, time_dim, scale_shift
+
+
+def count_unet2d_params(config):
+    """Parameters of a `UNet2D` config dict, exactly as `UNet2D(**config).count_params()`."""
+    channels, flags, time_dim, scale_shift = _unet2d_options(config)
     in_channels, out_channels = config.get("in_channels", 3), config.get("out_channels", 3)
     mid_norm = (not scale_shift) or config.get("attention_norm_num_groups") is not None
 
@@ -123,6 +149,61 @@ def count_unet2d_params(config):
         lambda c: _self_attention(c, mid_norm) if config.get("mid_block_attention", True) else 0)
     total += 2 * channels[0] + _conv(3, channels[0], out_channels)
     return total
+
+
+def unet2d_flops(config, image_size, training=True):
+    """FLOPs of one image through a `UNet2D` config dict: forward, or forward and backward.
+
+    Counts the multiply-adds of every convolution and dense layer (2 FLOPs each) and the
+    attention products (QK^T and AV: 4 x pixels^2 x channels per attention block) at each
+    level's resolution; norms, activations and the sinusoidal embedding are left out, as in
+    the Transformer estimate of `keras_bigmodels.flops`. Training is 3x the forward (the
+    backward computes input and weight gradients). `image_size` is the side of a square
+    input (an int) or (height, width). Never allocates; a diffusion sampling step costs one
+    forward (`training=False`) per image.
+
+    Example:
+    >>> unet2d_flops(get_preset("ddpm-cifar10"), 32, training=False) / 1e9  # ~12 GFLOP
+    """
+    height, width = ((image_size, image_size) if isinstance(image_size, int)
+                     else tuple(image_size))
+    channels, flags, time_dim, scale_shift = _unet2d_options(config)
+    factor = 2 ** (len(channels) - 1)
+    if height % factor or width % factor:
+        raise ValueError(f"`image_size` {image_size!r} is not divisible by the UNet's "
+                         f"downsampling factor {factor}.")
+
+    def pixels(level):
+        return (height >> level) * (width >> level)
+
+    def attention(level, c):
+        return 2 * pixels(level) * 4 * c * c + 4 * pixels(level) ** 2 * c
+
+    def visit(kind, level, channels_in, channels_out):
+        if kind == "resnet":
+            macs = pixels(level) * 9 * (channels_in + channels_out) * channels_out
+            if channels_in != channels_out:
+                macs += pixels(level) * channels_in * channels_out
+            return 2 * (macs + time_dim * channels_out * (2 if scale_shift else 1))
+        if kind == "attention":
+            return attention(level, channels_out) if flags[level] else 0
+        if kind == "mid_attention":
+            return (attention(level, channels_out)
+                    if config.get("mid_block_attention", True) else 0)
+        # The down conv writes the next level's resolution; the up conv the one above.
+        out_level = level + 1 if kind == "down" else level - 1
+        return 2 * pixels(out_level) * 9 * channels_out * channels_out
+
+    forward = 2 * (channels[0] * time_dim + time_dim * time_dim)
+    forward += 2 * pixels(0) * 9 * (config.get("in_channels", 3) + config.get("out_channels", 3)
+                                     ) * channels[0]
+    forward += _walk_unet_levels(channels, config.get("layers_per_block", 2), visit)
+    return 3 * forward if training else forward
+
+
+def _unet2d_training_flops(config, image_size):
+    """The `flops` registry counter: (training FLOPs, pixels) of one image of side image_size."""
+    return unet2d_flops(config, image_size), image_size * image_size
 
 
 def count_unet2d_condition_params(config):
@@ -185,6 +266,7 @@ def count_autoencoder_kl_params(config):
 
 
 register_presets("unet2d", UNET2D_PRESETS, param_counter=count_unet2d_params)
+register_flops_counter("unet2d", _unet2d_training_flops)
 register_presets("unet2d_condition", UNET2D_CONDITION_PRESETS,
                  param_counter=count_unet2d_condition_params)
 register_presets("autoencoder_kl", AUTOENCODER_KL_PRESETS,
