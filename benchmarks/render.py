@@ -285,11 +285,17 @@ def contender_table(data):
     for measure in order:
         for slot in data["measurements"].get(measure, {}).get("results", {}).values():
             unit.setdefault(measure, slot.get("unit", ""))
+    # An MFU column after training, and after any other measure with a FLOP count
+    # (e.g. the UNet's DDIM sampling).
+    with_mfu = {measure for measure in order if measure == "train" or any(
+        "flops_per_unit" in slot
+        for slot in data["measurements"].get(measure, {}).get("results", {}).values())}
     header = ["contender"]
     for measure in order:
         header.append(f"{measure_title(measure)} {unit.get(measure, '')}")
-        if measure == "train":
-            header.append("train MFU")
+        if measure in with_mfu:
+            header.append("train MFU" if measure == "train"
+                          else f"{measure_title(measure)} MFU")
     header += ["peak RSS MB"]
     info_columns = INFO_COLUMNS.get(data["benchmark"], [])
     header += [title for _, title, _ in info_columns]
@@ -302,7 +308,7 @@ def contender_table(data):
         for measure in order:
             slot = data["measurements"].get(measure, {}).get("results", {}).get(name)
             row.append(spread(slot) if slot else ("failed" if record.get("error") else "-"))
-            if measure == "train":
+            if measure in with_mfu:
                 mfu = (slot or {}).get("mfu")
                 row.append(f"{mfu['median']:.2f}" if mfu else
                            ("n/a" if (slot or {}).get("mfu_note") else "-"))
