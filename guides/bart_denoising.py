@@ -27,12 +27,13 @@ Runs on any backend in a few minutes on 2 CPU cores (jax); writes its numbers to
    `generate()`, against always answering the largest section's title (the trivial
    baseline).
 
-Measured at the defaults (jax, seeds 0 and 1; 1,512 pretraining steps; 919 s and 1,395 s
-on 2 CPU cores shared with other jobs, load average ~7), with
+Measured at the defaults (jax, seeds 0 and 1; 1,512 pretraining steps; 492 s and 480 s
+on 2 otherwise idle CPU cores; rerun on 2026-12-02 with the same numbers as before), with
 
-    KERAS_BACKEND=jax python guides/bart_denoising.py --output out
+    KERAS_BACKEND=jax python guides/bart_denoising.py --seed 0 \
+        --output out/guides_1202/bart_denoising_s0
     KERAS_BACKEND=jax python guides/bart_denoising.py --seed 1 \
-        --output-json out/bart_seeds/seed1.json
+        --output out/guides_1202/bart_denoising_s1
 
     pretraining: held-out loss 3.54 / 3.52 nats per token, against 6.31 for the unigram
         model of the targets (training loss 1.08 / 1.09: the ~1,300 examples are seen 36
