@@ -160,3 +160,28 @@ def test_diffusion_bench_counts_the_unet_it_builds():
     assert flops["train"] == unet2d_flops(unet, 32)
     # A DDIM call runs the UNet forward once per step on every image.
     assert flops["sample"] == 50 * unet2d_flops(unet, 32, training=False)
+
+
+def test_profile_jax_reads_dot_flops_from_hlo():
+    profile = _load("profile_jax")
+    hlo = """HloModule jit_step
+
+%fused_computation.3 (param_0.1: f32[512,8192], param_1.2: f32[8192,256]) -> f32[512,256] {
+  %param_0.1 = f32[512,8192]{1,0} parameter(0)
+  %param_1.2 = f32[8192,256]{1,0} parameter(1)
+  ROOT %dot.7 = f32[512,256]{1,0} dot(%param_0.1, %param_1.2), lhs_contracting_dims={1}, rhs_contracting_dims={0}
+}
+
+ENTRY %main.9 (a.1: f32[512,8192], b.2: f32[8192,256], c.3: f32[4,8,16]) -> f32[512,256] {
+  %a.1 = f32[512,8192]{1,0} parameter(0)
+  %b.2 = f32[8192,256]{1,0} parameter(1)
+  %c.3 = f32[4,8,16]{2,1,0} parameter(2)
+  %dot.4 = f32[4,8,8]{2,1,0} dot(%c.3, %c.3), lhs_batch_dims={0}, lhs_contracting_dims={2}, rhs_batch_dims={0}, rhs_contracting_dims={2}, metadata={op_name="jit(step)/scores"}
+  ROOT %ynn_fusion.3 = f32[512,256]{1,0} fusion(%a.1, %b.2), kind=kCustom, calls=%fused_computation.3, metadata={op_name="jit(step)/logits"}
+}
+"""
+    ops = profile.parse_hlo(hlo)
+    assert ops["ynn_fusion.3"] == ("f32[512,256]", "fusion", "jit(step)/logits",
+                                   2 * 512 * 256 * 8192)
+    assert ops["dot.4"][3] == 2 * 4 * 8 * 8 * 16
+    assert ops["a.1"][3] == 0
