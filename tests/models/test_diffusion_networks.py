@@ -242,8 +242,9 @@ def test_unet2d_flops_registered_and_checked():
     assert flops.flops_per_example("ddpm-cifar10", 32) == unet2d_flops(preset, 32)
     assert unet2d_flops(preset, 32) == 3 * unet2d_flops(preset, 32, training=False)
     assert unet2d_flops(TINY_UNET, (32, 16)) == unet2d_flops(TINY_UNET, (16, 32))
-    with pytest.raises(ValueError, match="image_size"):
-        unet2d_flops(preset, 36)
+    for bad in (36, (32, 30), "32", 0, (32,)):
+        with pytest.raises(ValueError, match="image_size"):
+            unet2d_flops(preset, bad)
 
 
 @pytest.mark.parametrize("config", [

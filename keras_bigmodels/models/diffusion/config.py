@@ -163,10 +163,14 @@ def unet2d_flops(config, image_size, training=True):
     forward (`training=False`) per image.
 
     Example:
-    >>> unet2d_flops(get_preset("ddpm-cifar10"), 32, training=False) / 1e9  # ~12 GFLOP
+    >>> unet2d_flops(presets.get_preset("ddpm-cifar10"), 32, training=False) / 1e9  # 12.4
     """
-    height, width = ((image_size, image_size) if isinstance(image_size, int)
-                     else tuple(image_size))
+    sizes = (image_size, image_size) if isinstance(image_size, int) else image_size
+    if (not isinstance(sizes, (list, tuple)) or len(sizes) != 2
+            or not all(isinstance(n, int) and n > 0 for n in sizes)):
+        raise ValueError("`image_size` must be a positive int or a (height, width) pair of "
+                         f"them; received {image_size!r}.")
+    height, width = sizes
     channels, flags, time_dim, scale_shift = _unet2d_options(config)
     factor = 2 ** (len(channels) - 1)
     if height % factor or width % factor:
