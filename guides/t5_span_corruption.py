@@ -59,7 +59,8 @@ So both starts beat the majority answer by far, and span corruption is ahead of 
 init on both seeds (by 0.057 and 0.039, in 5 of the 6 draws), but by a margin of the size
 these numbers move with the numerics alone: the same defaults at earlier commits (before
 later jax changes of summation order, such as the tied logits as one contracting dot; the
-same model and data) gave 0.508 / 0.493 against 0.460 / 0.511, seed 1 behind.
+same model and data; this docstring at commit b509e98) gave 0.508 / 0.493 against
+0.460 / 0.511, seed 1 behind.
 BART's denoising, in `bart_denoising.py`, is ahead in every draw by more. What span
 corruption gives the encoder here is small (the probe), which is what the measurements
 below trace.
