@@ -48,8 +48,9 @@ def _kernel_cases():
     norm = keras.layers.LayerNormalization(epsilon=1e-5)
     norm_no_center = keras.layers.LayerNormalization(epsilon=1e-3, center=False)
     rms = keras.layers.RMSNormalization(epsilon=1e-6)
+    dropout = keras.layers.Dropout(0.5)  # not training: the identity
     cases = []
-    for layer in (dense, dense_bias_free, dense_relu, norm, norm_no_center, rms):
+    for layer in (dense, dense_bias_free, dense_relu, norm, norm_no_center, rms, dropout):
         x = rng.normal(size=(2, 3, 5)).astype("float32")
         layer.build(x.shape)
         for weight in layer.weights:  # away from the zeros/ones defaults
@@ -84,6 +85,16 @@ def test_registered_kernels_equal_the_layers():
                                    err_msg=type(layer).__name__)
         covered.add(type(layer))
     assert set(kernels) <= covered, f"kernels without an equivalence case: {set(kernels) - covered}"
+
+
+def test_dropout_kernel_declines_when_training():
+    from keras_bigmodels.backend import decoding
+
+    layer = keras.layers.Dropout(0.5, seed=0)
+    x = keras.ops.ones((4, 64))
+    with decoding.eager_decoding(training=True):
+        out = keras.ops.convert_to_numpy(decoding.invoke(layer, x, training=True))
+    assert (out == 0).any() and (out == 2).any()  # Keras' dropout ran, scaled by 1/(1-rate)
 
 
 def test_in_place_writes_only_into_owned_caches():

@@ -12,7 +12,8 @@ op, against 1-6 us for the torch call) were most of a step. Inside `eager_decodi
    (tests/test_backend_boundary.py). Layers whose variables and computation use different
    dtypes (mixed precision) or that are quantized always take the full `__call__`.
 2. `op_kernels()` gives layer code the backend's direct forms of its hot ops (`linear`,
-   `layer_norm`, `attention`, `split`, `reshape`, `transposed_copy`, `cache_entries`);
+   `layer_norm`, `attention`, `split`, `reshape`, `concatenate`, `activation`,
+   `cache_entries`);
    `KerasKernels` are the same ops in `keras.ops` for compiled steps.
 3. `memo(key, build)` keeps values derived from weights (fused q/k/v kernels) for the rest
    of the block: weights cannot change inside one generate() call.
@@ -72,6 +73,10 @@ class KerasKernels:
         return ops.reshape(x, shape)
 
     @staticmethod
+    def concatenate(xs, axis):
+        return ops.concatenate(xs, axis=axis)
+
+    @staticmethod
     def cache_entries(k, v, dtype):
         """Keys and values [batch, length, heads, dim] as one heads-first cache block
         [batch, 2, heads, length, dim] of `dtype`."""
@@ -105,6 +110,7 @@ def eager_decoding(enabled=True, training=False):
             "ops": op_kernels_,
             "kernels": {cls: fn for (name, cls), fn in _KERNELS.items() if name == backend},
             "owned": {},  # id -> weakref: tensors compare elementwise, so no set
+            "dispatch": {},  # id(layer) -> (layer, kernel or None): see `invoke`
             "in_place": backend == "torch" and not training,
         }
     _STATE.frame = frame
@@ -147,6 +153,12 @@ def op_kernels():
     """The backend's direct op kernels inside `eager_decoding()` (torch), else None."""
     frame = _frame()
     return None if frame is None else frame["ops"]
+
+
+def shape(x):
+    """`x.shape` inside `eager_decoding()` (concrete tensors), `ops.shape(x)` otherwise:
+    Keras' op costs ~5 us of checks, a decode step reads ~35 shapes."""
+    return x.shape if active() else ops.shape(x)
 
 
 def eager_index(index):
@@ -206,15 +218,26 @@ def callable_directly(layer):
 
 
 def invoke(layer, *args, **kwargs):
-    """`layer(*args, **kwargs)`; inside `eager_decoding()` its registered kernel or `call`."""
-    if callable_directly(layer):
-        kernel = _frame()["kernels"].get(type(layer))
-        if kernel is not None:
-            out = kernel(layer, *args, **kwargs)
-            if out is not NotImplemented:
-                return out
-        return layer.call(*args, **kwargs)
-    return layer(*args, **kwargs)
+    """`layer(*args, **kwargs)`; inside `eager_decoding()` its registered kernel or `call`.
+
+    Which of the two a layer takes is decided once per block (a decode step invokes ~60
+    sublayers; the checks read Keras properties, ~3 us a layer); the entry holds the layer,
+    so its id cannot be reused while the block lasts.
+    """
+    frame = _frame()
+    if frame is None:
+        return layer(*args, **kwargs)
+    entry = frame["dispatch"].get(id(layer))
+    if entry is None:
+        if not callable_directly(layer):
+            return layer(*args, **kwargs)
+        entry = frame["dispatch"][id(layer)] = (layer, frame["kernels"].get(type(layer)))
+    kernel = entry[1]
+    if kernel is not None:
+        out = kernel(layer, *args, **kwargs)
+        if out is not NotImplemented:
+            return out
+    return layer.call(*args, **kwargs)
 
 
 def tensor(x):

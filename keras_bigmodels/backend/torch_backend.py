@@ -6,7 +6,7 @@ import keras
 import torch
 import torch.nn.functional as F
 
-from keras_bigmodels.backend.decoding import eager_decoding, register_kernel
+from keras_bigmodels.backend.decoding import eager_decoding, memo, register_kernel
 
 
 def compile_function(fn, variables, jit_compile=True):
@@ -38,18 +38,22 @@ class TorchOps:
         return x.reshape(shape)
 
     @staticmethod
+    def concatenate(xs, axis):
+        return torch.cat(xs, axis)
+
+    @staticmethod
+    def activation(name):
+        """torch's own form of a feed-forward activation (`layers.get_activation` names),
+        or None: Keras' torch ops call the same functions after ~10 us of checks."""
+        return _ACTIVATIONS.get(name)
+
+    @staticmethod
     def split(x, sizes):
         return torch.split(x, list(sizes), dim=-1)
 
     @staticmethod
     def cache_entries(k, v, dtype):
         return torch.stack([k, v], 1).transpose(2, 3).to(dtype)
-
-    @staticmethod
-    def transposed_copy(x):
-        # A contiguous [hidden, vocabulary] copy: a one-row product with it streams the
-        # table ~3x faster than with the transposed view (measured, 2-core CPU).
-        return x.t().contiguous()
 
     @staticmethod
     def attention(q, k, v, scale, heads_first=False, mask=None, bias=None,
@@ -65,12 +69,15 @@ class TorchOps:
         additive = None
         if bias is not None:
             additive = bias.to(q.dtype)
-        if mask is not None:
-            # float16 cannot hold -1e9 (it would round to -inf and a masked row to NaN).
-            fill = torch.tensor(max(mask_value, torch.finfo(q.dtype).min), dtype=q.dtype,
-                                device=q.device)
-            additive = torch.where(mask, torch.zeros((), dtype=q.dtype, device=q.device)
-                                   if additive is None else additive, fill)
+        if mask is not None and additive is None and not torch.is_grad_enabled():
+            # A mask alone in a decode loop (cross-attention's encoder mask, the same
+            # tensor every step): its additive form once per generate(), None where every
+            # key attends (as transformers drops an all-ones mask).
+            additive = memo((id(mask), "additive", q.dtype),
+                            lambda: (mask, None if bool(mask.all())
+                                     else _additive_mask(mask, None, q, mask_value)))[1]
+        elif mask is not None:
+            additive = _additive_mask(mask, additive, q, mask_value)
         q = q.transpose(1, 2)
         if (additive is not None and additive.requires_grad and additive.dim() == 4
                 and torch.is_grad_enabled()):
@@ -87,6 +94,25 @@ class TorchOps:
         """`losses.linear_cross_entropy` on [rows, d] `hidden`, [rows] `targets` and
         float32 `weights` (or None), as one autograd function (see `_LinearCrossEntropy`)."""
         return _LinearCrossEntropy.apply(hidden, table, bias, targets, weights, chunk)
+
+
+def _additive_mask(mask, additive, q, mask_value):
+    """`additive` (zeros if None) where the boolean `mask` attends, `mask_value` elsewhere."""
+    # float16 cannot hold -1e9 (it would round to -inf and a masked row to NaN).
+    fill = torch.tensor(max(mask_value, torch.finfo(q.dtype).min), dtype=q.dtype,
+                        device=q.device)
+    return torch.where(mask, torch.zeros((), dtype=q.dtype, device=q.device)
+                       if additive is None else additive, fill)
+
+
+_ACTIVATIONS = {
+    "relu": F.relu,
+    "gelu": lambda x: F.gelu(x, approximate="none"),
+    "gelu_approximate": lambda x: F.gelu(x, approximate="tanh"),
+    "silu": F.silu,
+    "swish": F.silu,
+    "tanh": torch.tanh,
+}
 
 
 class _BiasedAttention(torch.autograd.Function):
@@ -273,21 +299,49 @@ def _last_axis(layer, x):
     return layer.axis in (-1, [-1], (-1,), [len(x.shape) - 1], (len(x.shape) - 1,))
 
 
+def _weights(layer, read):
+    """`read(layer)` (the torch tensors a kernel uses, or None where the kernel declines)
+    once per eager block: reading a Keras variable's value costs ~7 us, and weights cannot
+    change inside one generate() or one training step (`decoding.memo`)."""
+    return memo((id(layer), "kernel_weights"), lambda: read(layer))
+
+
+def _dense_weights(layer):
+    if layer.activation is not keras.activations.linear or layer.lora_enabled:
+        return None
+    return layer.kernel.value, None if layer.bias is None else layer.bias.value
+
+
 @register_kernel(keras.layers.Dense)
 def dense(layer, x, **kwargs):
-    if kwargs or layer.activation is not keras.activations.linear or layer.lora_enabled:
+    weights = None if kwargs else _weights(layer, _dense_weights)
+    if weights is None:
         return NotImplemented
-    bias = None if layer.bias is None else layer.bias.value
-    return TorchOps.linear(x, layer.kernel.value, bias)
+    return TorchOps.linear(x, *weights)
+
+
+def _layer_norm_weights(layer):
+    if layer.rms_scaling:
+        return None
+    return (None if layer.gamma is None else layer.gamma.value,
+            None if layer.beta is None else layer.beta.value)
 
 
 @register_kernel(keras.layers.LayerNormalization)
 def layer_norm(layer, x, **kwargs):
-    if kwargs or layer.rms_scaling or not _last_axis(layer, x):
+    weights = None if kwargs or not _last_axis(layer, x) else _weights(layer,
+                                                                        _layer_norm_weights)
+    if weights is None:
         return NotImplemented
-    gamma = None if layer.gamma is None else layer.gamma.value
-    beta = None if layer.beta is None else layer.beta.value
-    return TorchOps.layer_norm(x, gamma, beta, layer.epsilon)
+    return TorchOps.layer_norm(x, *weights, layer.epsilon)
+
+
+@register_kernel(keras.layers.Dropout)
+def dropout(layer, x, training=None, **kwargs):
+    # Keras' Dropout returns its input unless training with a positive rate.
+    if kwargs or (training and layer.rate > 0):
+        return NotImplemented
+    return x
 
 
 @register_kernel(keras.layers.RMSNormalization)

@@ -26,6 +26,8 @@ NEG_INF = -1e9
 
 
 def _column(x, index):
+    if isinstance(index, int):  # eager decoding: plain indexing, no Keras op
+        return x[:, index]
     return ops.slice(x, [0, index], [ops.shape(x)[0], 1])[:, 0]
 
 
@@ -84,17 +86,18 @@ def decode(next_logits, cache, token_ids, prompt_mask, start_index, sampler,
 
     def body(index, ids, cache, done):
         index = eager_index(index)
-        logits, cache = next_logits(ops.slice(ids, [0, index - 1], [batch, 1]), cache,
-                                    index - 1)
+        previous = (ids[:, index - 1:index] if isinstance(index, int)
+                    else ops.slice(ids, [0, index - 1], [batch, 1]))
+        logits, cache = next_logits(previous, cache, index - 1)
         sampled = sampler(logits[:, -1, :], _step_uniform(uniform, index, prompt_lengths))
         in_prompt = _column(prompt_mask, index)
         done = ops.logical_or(done, ops.greater_equal(index, row_end))
         sampled = ops.where(done, pad_token_id, sampled)
         tokens = ops.where(in_prompt, _column(ids, index), sampled)
         ids = ops.slice_update(ids, [0, index], ops.cast(tokens, ids.dtype)[:, None])
-        done = ops.logical_or(
-            done, ops.logical_and(_is_stop(tokens, stop_token_ids), ops.logical_not(in_prompt))
-        )
+        if stop_token_ids:  # static: without stop ids nothing more can end a row
+            done = ops.logical_or(done, ops.logical_and(_is_stop(tokens, stop_token_ids),
+                                                        ops.logical_not(in_prompt)))
         return index + 1, ids, cache, done
 
     _, token_ids, _, _ = ops.while_loop(

@@ -12,6 +12,7 @@ from keras_bigmodels.backend.decoding import (
     tensor,
     write_in_place,
 )
+from keras_bigmodels.backend.decoding import shape as eager_shape
 from keras_bigmodels.backend.decoding import active as in_eager_decoding
 from keras_bigmodels.utils import check_positive_int
 
@@ -336,7 +337,7 @@ class MultiHeadAttention(keras.layers.Layer):
             else:
                 k, v = cache[:, 0], cache[:, 1]
 
-        key_length = ops.shape(k)[2 if heads_first else 1]
+        key_length = eager_shape(k)[2 if heads_first else 1]
         self._check_mask_shape("padding_mask", padding_mask, (2,), query, key_length)
         self._check_mask_shape("attention_mask", attention_mask, (3, 4), query, key_length)
         blocks = None
@@ -359,7 +360,14 @@ class MultiHeadAttention(keras.layers.Layer):
             causal = None
             if use_causal_mask:
                 causal = causal_mask(ops.shape(q)[1], key_length, offset)
-            mask = merge_masks(padding_mask, attention_mask, causal)
+            if (static_cache and in_eager_decoding() and padding_mask is not None
+                    and attention_mask is None):
+                # Cross-attention over the encoder's mask, the same tensor at every step:
+                # merged once per generate() (the entry holds it, so its id stays its own).
+                mask = memo((id(padding_mask), "merged_mask"),
+                            lambda: (padding_mask, merge_masks(padding_mask)))[1]
+            else:
+                mask = merge_masks(padding_mask, attention_mask, causal)
             out, scores = self.attend(q, k, v, mask, attention_bias, return_attention_scores,
                                       training, heads_first=heads_first)
         if matrices:
@@ -393,6 +401,16 @@ class MultiHeadAttention(keras.layers.Layer):
         >>> out, _ = layer(decoder_step, cache=kv)   # no cache_update_index: read-only
         """
         key = value if key is None else key
+        if in_eager_decoding() and self._use_matrices(True):
+            # Eager (torch): the kernels as matrices and torch's stack, as the decode steps
+            # project; EinsumDense's einsum copies each kernel once more.
+            kernels = op_kernels() or KerasKernels
+            key, value = ops.convert_to_tensor(key), ops.convert_to_tensor(value)
+            k, v = (kernels.reshape(kernels.linear(x, *self._matrix(dense)),
+                                    (-1, eager_shape(x)[1], self.num_key_value_heads, dim))
+                    for x, dense, dim in ((key, self.key_dense, self._key_dim),
+                                          (value, self.value_dense, self._value_dim)))
+            return kernels.cache_entries(k, v, k.dtype)
         k = invoke(self.key_dense, key)
         v = invoke(self.value_dense, value)
         return ops.transpose(ops.stack([k, v], axis=1), (0, 1, 3, 2, 4))
@@ -402,7 +420,7 @@ class MultiHeadAttention(keras.layers.Layer):
             return invoke(self.query_dense, query)
         kernels = op_kernels() or KerasKernels
         out = kernels.linear(query, *self._matrix(self.query_dense))
-        return kernels.reshape(out, (-1, ops.shape(out)[1], self.num_heads, self._key_dim))
+        return kernels.reshape(out, (-1, eager_shape(out)[1], self.num_heads, self._key_dim))
 
     # Decode steps project with each kernel reshaped to a matrix (a free view) instead of
     # EinsumDense. Eager torch: Keras' einsum permutes and copies the kernel on every call,
@@ -449,11 +467,14 @@ class MultiHeadAttention(keras.layers.Layer):
         denses = (self.query_dense, self.key_dense, self.value_dense)
         heads = (self.num_heads, self.num_key_value_heads, self.num_key_value_heads)
         dims = (self._key_dim, self._key_dim, self._value_dim)
-        if self_attention and in_eager_decoding():
+        if self_attention and in_eager_decoding() and eager_shape(query)[1] == 1:
+            # One token a row (a decode step): one product with the three kernels side by
+            # side, concatenated once per generate(). Not for longer inputs (an encoder
+            # pass runs once per generate(): the concatenation would not pay back).
             def fuse():
                 matrices, biases = zip(*(self._matrix(d) for d in denses))
-                bias = None if biases[0] is None else ops.concatenate(biases, axis=0)
-                return ops.concatenate(matrices, axis=1), bias
+                bias = None if biases[0] is None else kernels.concatenate(biases, 0)
+                return kernels.concatenate(matrices, 1), bias
 
             kernel, bias = memo((id(self), "qkv"), fuse)
             parts = kernels.split(kernels.linear(query, kernel, bias),
@@ -461,13 +482,13 @@ class MultiHeadAttention(keras.layers.Layer):
         else:
             parts = [kernels.linear(x, *self._matrix(dense))
                      for dense, x in zip(denses, (query, key, value))]
-        return tuple(kernels.reshape(p, (-1, ops.shape(p)[1], n, d))
+        return tuple(kernels.reshape(p, (-1, eager_shape(p)[1], n, d))
                      for p, n, d in zip(parts, heads, dims))
 
     def _matrix_output(self, out):
         kernels = op_kernels() or KerasKernels
         kernel, bias = self._matrix(self.output_dense, contracted=2)
-        shape = ops.shape(out)
+        shape = eager_shape(out)
         return kernels.linear(kernels.reshape(out, (shape[0], shape[1], kernel.shape[0])),
                               kernel, bias)
 

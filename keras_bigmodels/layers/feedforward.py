@@ -5,7 +5,7 @@ from keras import ops
 
 from keras_bigmodels import backend
 from keras_bigmodels.backend.decoding import active as in_eager_decoding
-from keras_bigmodels.backend.decoding import invoke
+from keras_bigmodels.backend.decoding import invoke, op_kernels
 from keras_bigmodels.utils import check_positive_int
 
 ACTIVATIONS = ("relu", "gelu", "gelu_approximate", "quick_gelu", "silu", "swish", "tanh")
@@ -109,11 +109,15 @@ class FeedForward(keras.layers.Layer):
         return self._mlp(inputs, training)
 
     def _mlp(self, inputs, training):
+        kernels = op_kernels()
+        activation = (kernels.activation(self.activation) if kernels is not None
+                      and self.compute_dtype == self.variable_dtype else None)
+        activation = activation or self._activation_fn
         if self.gated:
-            hidden = (self._activation_fn(invoke(self.intermediate_gate, inputs))
+            hidden = (activation(invoke(self.intermediate_gate, inputs))
                       * invoke(self.intermediate, inputs))
         else:
-            hidden = self._activation_fn(invoke(self.intermediate, inputs))
+            hidden = activation(invoke(self.intermediate, inputs))
         hidden = invoke(self.dropout_layer, hidden, training=training)
         return invoke(self.output_dense, hidden)
 
