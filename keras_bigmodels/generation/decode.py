@@ -161,13 +161,18 @@ def beam_search(next_logits, cache, token_ids, prompt_mask, start_index, num_bea
     def per_beam(row_values):
         return ops.reshape(ops.repeat(row_values[:, None], k, axis=1), [-1])
 
+    # Step-invariant values, made once (on torch every op of the eager loop costs ~5 us).
+    beam_rows = ops.arange(batch * k)
+    first_k = ops.less(ops.arange(keep), k)[None, :]
+
     def cond(index, ids, cache, run_scores, pool_ids, pool_scores, pool_done, active):
         return ops.logical_and(ops.less(index, end_index), ops.any(active))
 
     def body(index, ids, cache, run_scores, pool_ids, pool_scores, pool_done, active):
         index = eager_index(index)
-        logits, cache = next_logits(ops.slice(ids, [0, index - 1], [batch * k, 1]), cache,
-                                    index - 1)
+        previous = (ids[:, index - 1:index] if isinstance(index, int)
+                    else ops.slice(ids, [0, index - 1], [batch * k, 1]))
+        logits, cache = next_logits(previous, cache, index - 1)
         log_probs = ops.log_softmax(ops.cast(logits[:, -1, :], "float32"), axis=-1)
         vocabulary = log_probs.shape[-1]
         total = ops.reshape(run_scores[:, None] + log_probs, [batch, k * vocabulary])
@@ -176,9 +181,12 @@ def beam_search(next_logits, cache, token_ids, prompt_mask, start_index, num_bea
         candidate_beam = candidate_index // vocabulary
         candidate_token = ops.cast(candidate_index % vocabulary, "int32")
         at_end = ops.greater_equal(index + 1, row_end)[:, None]
-        ends = ops.logical_or(
-            ops.reshape(_is_stop(ops.reshape(candidate_token, [-1]), stop_token_ids),
-                        [batch, width]), at_end)
+        if stop_token_ids:
+            ends = ops.logical_or(
+                ops.reshape(_is_stop(ops.reshape(candidate_token, [-1]), stop_token_ids),
+                            [batch, width]), at_end)
+        else:  # static: only the row's last position ends a beam
+            ends = ops.broadcast_to(at_end, (batch, width))
 
         # The best k continuations that do not end keep running.
         running_rank = candidate_scores + ops.where(ends, NEG_INF, 0.0)
@@ -189,7 +197,8 @@ def beam_search(next_logits, cache, token_ids, prompt_mask, start_index, num_bea
         # Of the first k candidates, those that end enter the pool (normalized score).
         generated = ops.cast(ops.maximum(index + 1 - prompt_lengths, 1), "float32")
         scale = ops.power(generated, float(length_penalty))[:, None]
-        entered = ops.logical_and(ends, ops.less(ops.arange(width), k)[None, :])
+        entered = ops.logical_and(ends, first_k if width == keep
+                                  else ops.less(ops.arange(width), k)[None, :])
         entering = ops.where(entered, candidate_scores / scale, NEG_INF)
 
         def merge():
@@ -210,9 +219,13 @@ def beam_search(next_logits, cache, token_ids, prompt_mask, start_index, num_bea
             return merged_pool_ids, merged_pool_scores, merged_pool_done
 
         # Most steps end no beam: the sequences are gathered and merged only when one does.
-        new_pool_ids, new_pool_scores, new_pool_done = ops.cond(
-            ops.any(ops.logical_and(entered, active[:, None])), merge,
-            lambda: (pool_ids, pool_scores, pool_done))
+        any_entered = ops.any(ops.logical_and(entered, active[:, None]))
+        if isinstance(index, int):  # eager decoding: a Python branch (ops.cond builds an op)
+            new_pool_ids, new_pool_scores, new_pool_done = (
+                merge() if bool(any_entered) else (pool_ids, pool_scores, pool_done))
+        else:
+            new_pool_ids, new_pool_scores, new_pool_done = ops.cond(
+                any_entered, merge, lambda: (pool_ids, pool_scores, pool_done))
 
         # HF's stop heuristic at the new length: can the best running beam still beat the
         # worst finished one (a pool slot still empty counts as beatable)?
@@ -227,15 +240,16 @@ def beam_search(next_logits, cache, token_ids, prompt_mask, start_index, num_bea
         # Rows inside their prompt take the prompt token and keep their beams; rows that
         # stopped keep their pool (their running beams no longer matter).
         in_prompt = _column(prompt_mask, index)
+        beam_in_prompt = per_beam(in_prompt)
         updating = ops.logical_and(active, ops.logical_not(in_prompt))
         flat = ops.reshape(next_beam + rows * k, [-1])
-        flat = ops.where(per_beam(in_prompt), ops.arange(batch * k), flat)
-        tokens = ops.where(per_beam(in_prompt),
+        flat = ops.where(beam_in_prompt, beam_rows, flat)
+        tokens = ops.where(beam_in_prompt,
                            ops.cast(_column(ids, index), "int32"), ops.reshape(next_token, [-1]))
         ids = ops.take(ids, flat, axis=0)
         ids = ops.slice_update(ids, [0, index], ops.cast(tokens, ids.dtype)[:, None])
         cache = own(keras.tree.map_structure(lambda c: ops.take(c, flat, axis=0), cache))
-        run_scores = ops.where(per_beam(in_prompt), run_scores, ops.reshape(next_scores, [-1]))
+        run_scores = ops.where(beam_in_prompt, run_scores, ops.reshape(next_scores, [-1]))
         pool_ids = ops.where(per_beam(updating)[:, None], new_pool_ids, pool_ids)
         pool_scores = ops.where(updating[:, None], new_pool_scores, pool_scores)
         pool_done = ops.where(updating[:, None], new_pool_done, pool_done)
