@@ -37,6 +37,8 @@ class TokenEmbedding(keras.layers.Embedding):
                 # ~12% faster (207 vs 235 us for 1 x 256 x 8192, 2 threads) but cost 2-3 ms
                 # a generate() (an 8 MB strided copy), more than 32 tokens win back; on
                 # several rows the view was as fast (0.60 vs 0.66 ms, 8 rows, 1 thread).
+                # (An earlier AMD host had measured the view ~3x slower for one row; not
+                # re-measured there.)
                 table = memo((id(self), "transposed_view"),
                              lambda: ops.transpose(self.embeddings.value))
                 return kernels.linear(inputs, table)
