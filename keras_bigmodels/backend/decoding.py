@@ -13,7 +13,7 @@ op, against 1-6 us for the torch call) were most of a step. Inside `eager_decodi
    dtypes (mixed precision) or that are quantized always take the full `__call__`.
 2. `op_kernels()` gives layer code the backend's direct forms of its hot ops (`linear`,
    `layer_norm`, `attention`, `split`, `reshape`, `concatenate`, `activation`,
-   `cache_entries`);
+   `cache_entries`, `take_rows`);
    `KerasKernels` are the same ops in `keras.ops` for compiled steps.
 3. `memo(key, build)` keeps values derived from weights (fused q/k/v kernels) for the rest
    of the block: weights cannot change inside one generate() call.
@@ -75,6 +75,12 @@ class KerasKernels:
     @staticmethod
     def concatenate(xs, axis):
         return ops.concatenate(xs, axis=axis)
+
+    @staticmethod
+    def take_rows(tree, indices):
+        """Every tensor of a nest gathered along its first axis at `indices` (valid,
+        non-negative ids: beam search's reordering of its caches)."""
+        return keras.tree.map_structure(lambda x: ops.take(x, indices, axis=0), tree)
 
     @staticmethod
     def cache_entries(k, v, dtype):

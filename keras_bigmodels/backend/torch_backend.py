@@ -42,6 +42,13 @@ class TorchOps:
         return torch.cat(xs, axis)
 
     @staticmethod
+    def take_rows(tree, indices):
+        # Keras' take converts and range-corrects the indices for every tensor (4 small
+        # ops each); the ids here are valid, so convert once and index_select.
+        indices = indices.long()
+        return keras.tree.map_structure(lambda x: torch.index_select(x, 0, indices), tree)
+
+    @staticmethod
     def activation(name):
         """torch's own form of a feed-forward activation (`layers.get_activation` names),
         or None: Keras' torch ops call the same functions after ~10 us of checks."""

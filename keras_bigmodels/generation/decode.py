@@ -19,7 +19,7 @@ does not depend on the other rows of its batch. Everything is `keras.ops`, so th
 import keras
 from keras import ops
 
-from keras_bigmodels.backend.decoding import eager_index, own
+from keras_bigmodels.backend.decoding import KerasKernels, eager_index, op_kernels, own
 from keras_bigmodels.utils import check_finite_number
 
 NEG_INF = -1e9
@@ -246,9 +246,9 @@ def beam_search(next_logits, cache, token_ids, prompt_mask, start_index, num_bea
         flat = ops.where(beam_in_prompt, beam_rows, flat)
         tokens = ops.where(beam_in_prompt,
                            ops.cast(_column(ids, index), "int32"), ops.reshape(next_token, [-1]))
-        ids = ops.take(ids, flat, axis=0)
+        ids, cache = (op_kernels() or KerasKernels).take_rows((ids, cache), flat)
         ids = ops.slice_update(ids, [0, index], ops.cast(tokens, ids.dtype)[:, None])
-        cache = own(keras.tree.map_structure(lambda c: ops.take(c, flat, axis=0), cache))
+        cache = own(cache)
         run_scores = ops.where(beam_in_prompt, run_scores, ops.reshape(next_scores, [-1]))
         pool_ids = ops.where(per_beam(updating)[:, None], new_pool_ids, pool_ids)
         pool_scores = ops.where(updating[:, None], new_pool_scores, pool_scores)
