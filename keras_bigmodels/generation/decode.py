@@ -25,10 +25,15 @@ from keras_bigmodels.utils import check_finite_number
 NEG_INF = -1e9
 
 
+def _columns(x, index):
+    """x[:, index:index + 1]: plain indexing at an eager step's Python int, no Keras op."""
+    if isinstance(index, int):
+        return x[:, index:index + 1]
+    return ops.slice(x, [0, index], [ops.shape(x)[0], 1])
+
+
 def _column(x, index):
-    if isinstance(index, int):  # eager decoding: plain indexing, no Keras op
-        return x[:, index]
-    return ops.slice(x, [0, index], [ops.shape(x)[0], 1])[:, 0]
+    return _columns(x, index)[:, 0]
 
 
 def _is_stop(tokens, stop_token_ids):
@@ -86,9 +91,7 @@ def decode(next_logits, cache, token_ids, prompt_mask, start_index, sampler,
 
     def body(index, ids, cache, done):
         index = eager_index(index)
-        previous = (ids[:, index - 1:index] if isinstance(index, int)
-                    else ops.slice(ids, [0, index - 1], [batch, 1]))
-        logits, cache = next_logits(previous, cache, index - 1)
+        logits, cache = next_logits(_columns(ids, index - 1), cache, index - 1)
         sampled = sampler(logits[:, -1, :], _step_uniform(uniform, index, prompt_lengths))
         in_prompt = _column(prompt_mask, index)
         done = ops.logical_or(done, ops.greater_equal(index, row_end))
@@ -111,10 +114,9 @@ def repeat_batch(tree, times):
 
     A gather, so each copy owns its memory (Keras' torch `repeat` of a single row is a
     broadcast view, which in-place cache writes must not touch)."""
-    def repeat(x):
-        return ops.take(x, ops.repeat(ops.arange(ops.shape(x)[0]), times), axis=0)
-
-    return keras.tree.map_structure(repeat, tree)
+    batch = ops.shape(keras.tree.flatten(tree)[0])[0]
+    return (op_kernels() or KerasKernels).take_rows(
+        tree, ops.repeat(ops.arange(batch), times))
 
 
 def beam_search(next_logits, cache, token_ids, prompt_mask, start_index, num_beams,
@@ -170,9 +172,7 @@ def beam_search(next_logits, cache, token_ids, prompt_mask, start_index, num_bea
 
     def body(index, ids, cache, run_scores, pool_ids, pool_scores, pool_done, active):
         index = eager_index(index)
-        previous = (ids[:, index - 1:index] if isinstance(index, int)
-                    else ops.slice(ids, [0, index - 1], [batch * k, 1]))
-        logits, cache = next_logits(previous, cache, index - 1)
+        logits, cache = next_logits(_columns(ids, index - 1), cache, index - 1)
         log_probs = ops.log_softmax(ops.cast(logits[:, -1, :], "float32"), axis=-1)
         vocabulary = log_probs.shape[-1]
         total = ops.reshape(run_scores[:, None] + log_probs, [batch, k * vocabulary])

@@ -5,7 +5,7 @@ from keras import ops
 
 from keras_bigmodels import backend
 from keras_bigmodels.backend.decoding import active as in_eager_decoding
-from keras_bigmodels.backend.decoding import invoke, op_kernels
+from keras_bigmodels.backend.decoding import invoke, memo, op_kernels
 from keras_bigmodels.utils import check_positive_int
 
 ACTIVATIONS = ("relu", "gelu", "gelu_approximate", "quick_gelu", "silu", "swish", "tanh")
@@ -110,9 +110,11 @@ class FeedForward(keras.layers.Layer):
 
     def _mlp(self, inputs, training):
         kernels = op_kernels()
-        activation = (kernels.activation(self.activation) if kernels is not None
-                      and self.compute_dtype == self.variable_dtype else None)
-        activation = activation or self._activation_fn
+        activation = self._activation_fn
+        if kernels is not None:  # eager: the backend's own form, chosen once per block
+            activation = memo((id(self), "activation"), lambda: (
+                self.compute_dtype == self.variable_dtype
+                and kernels.activation(self.activation)) or self._activation_fn)
         if self.gated:
             hidden = (activation(invoke(self.intermediate_gate, inputs))
                       * invoke(self.intermediate, inputs))
