@@ -4,7 +4,7 @@ Reference config (BART layout, random init): 4 encoder + 4 decoder layers, d_mod
 heads, feed-forward 1024 (exact GELU), post-norm, learned positions (256 each stack), tied
 embeddings, vocabulary 8192; training batch 16 of 128 encoder tokens and 32 target tokens,
 teacher-forced, no padding; dropout off everywhere; AdamW(1e-4, weight decay 0.004) (ours:
-the fused torch update of kbm.optimizers.FusedAdamW, same formula), no clipping; no compiled
+kbm.optimizers.FusedAdamW, same formula, fused on torch and tensorflow), no clipping; no compiled
 metrics on any side (keras-hub's default compile adds an accuracy over the logits; it is
 recompiled without). Generation: encoder inputs of 128 tokens, 32 new tokens, no early stop
 (transformers' forced end token off), greedy at batch 1 and 8 and beam search (4 beams) at

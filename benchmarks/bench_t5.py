@@ -4,8 +4,8 @@ Reference config (T5 v1.0 layout, random init): 4 encoder + 4 decoder layers, d_
 heads of 64, d_ff 1024, ReLU feed-forward (not gated), tied embeddings (decoder output
 scaled by d_model**-0.5), 32 relative-position buckets, vocabulary 8192; training batch 16
 of 128 encoder tokens and 32 target tokens, teacher-forced, no padding; dropout off
-everywhere; AdamW(1e-4, weight decay 0.004) everywhere (ours: the fused torch update of
-kbm.optimizers.FusedAdamW, same formula), no clipping; no compiled metrics on any side
+everywhere; AdamW(1e-4, weight decay 0.004) everywhere (ours:
+kbm.optimizers.FusedAdamW, same formula, fused on torch and tensorflow), no clipping; no compiled metrics on any side
 (keras-hub's default compile adds an accuracy over the logits; it is recompiled without).
 Generation: encoder inputs of 128 tokens, 32 new tokens, no early stop, greedy at batch 1
 and 8 and beam search (4 beams) at batch 1 and 8.

@@ -356,9 +356,11 @@ def seq2seq_main(benchmark, module, labels, config, batch, source, target, flops
         "min_new_tokens = max_new_tokens, ours and keras-hub with no stop token).",
         "transformers is plain PyTorch eager whatever the Keras backend.",
         "Optimizers: ours keras_bigmodels.optimizers.FusedAdamW (Keras AdamW's formula; on "
-        "torch one fused update kernel, on jax/tensorflow AdamW itself), keras-hub "
-        "keras.optimizers.AdamW, transformers torch.optim.AdamW (its default foreach "
-        "update); the same arithmetic per step.",
+        "torch one fused update kernel, on tensorflow one XLA-compiled update of all "
+        "weights, on jax AdamW itself), keras-hub keras.optimizers.AdamW, transformers "
+        "torch.optim.AdamW (its default foreach update); the same arithmetic per step (on "
+        "tensorflow Keras' AdamW squares the rows of an embedding's sparse gradient before "
+        "summing repeated ids; FusedAdamW sums first, as jax, torch and transformers do).",
     ]
     return run(benchmark, contenders, args, config=kwargs, notes=notes,
                flops_per_unit={"train": flops_per_token},

@@ -177,6 +177,22 @@ def fused_adam_step(*args, **kwargs):
     return torch_backend.fused_adam_step(*args, **kwargs)
 
 
+def fused_adamw_update(*args, **kwargs):
+    """Keras' AdamW update of all weights as one XLA-compiled TensorFlow function (TensorFlow
+    only, outside `tf.distribute` strategies; `optimizers.FusedAdamW`); see
+    `tensorflow_backend.adam_update`. NotImplemented where it does not apply (the caller
+    runs Keras' own update)."""
+    if keras.backend.backend() != "tensorflow":
+        return NotImplemented
+    import tensorflow as tf
+
+    if tf.distribute.has_strategy():
+        return NotImplemented
+    from keras_bigmodels.backend import tensorflow_backend
+
+    return tensorflow_backend.adam_update(*args, **kwargs)
+
+
 def read_torch_state_dict(bin_file, path):
     from keras_bigmodels.backend import torch_backend
 
