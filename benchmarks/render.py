@@ -59,6 +59,10 @@ All scripts run through `harness.py`:
   --contenders ours --baseline-ref HEAD~1 --generate-batches --num-beams 0`; it writes
   `results/<benchmark>_<backend>_<tuning>_vs_<commit>.json` (listed below, never in the
   summary).
+- **Another host**: the same command run on a second kind of machine writes
+  `results/<benchmark>_<backend>_<tuning>_<host>.json` (`--output`), shown beside the first
+  (every header and summary line names its CPU): the peers' speed against ours depends on
+  the host (e.g. torch's float32 matmul peak against XLA's), so a ratio is a host's.
 - Each JSON holds the commit (and the files modified at run time: the checkout is shared),
   date, machine, library versions, load average before, during and after, config, steps,
   warm-up and every step's seconds. **The CPU is shared**: a load average above the core
@@ -544,7 +548,8 @@ def summary(results):
                 lines.append(f"- {title} {measure_title(measure)}, {data['backend']}, tuning "
                              f"`{data['tuning']}` ({data['date'][:10]}, {data['rounds']} "
                              f"rounds, {busy_text(data)} on "
-                             f"{data['machine']['cores']} cores): ours " + ", ".join(parts))
+                             f"{data['machine']['cores']} cores "
+                             f"{data['machine']['cpu_model']}): ours " + ", ".join(parts))
     return lines
 
 
