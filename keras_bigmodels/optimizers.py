@@ -44,11 +44,7 @@ class FusedAdamW(keras.optimizers.AdamW):
         super().__init__(*args, amsgrad=False, **kwargs)
 
     def _fused_tensorflow(self):
-        if backend.name() != "tensorflow":
-            return False
-        import tensorflow as tf
-
-        return not tf.distribute.has_strategy()
+        return backend.supports_fused_adamw_update()
 
     def _apply_weight_decay(self, variables):
         # TensorFlow: applied inside the fused update (`_backend_update_step`), which Keras

@@ -177,16 +177,22 @@ def fused_adam_step(*args, **kwargs):
     return torch_backend.fused_adam_step(*args, **kwargs)
 
 
-def fused_adamw_update(*args, **kwargs):
-    """Keras' AdamW update of all weights as one XLA-compiled TensorFlow function (TensorFlow
-    only, outside `tf.distribute` strategies; `optimizers.FusedAdamW`); see
-    `tensorflow_backend.adam_update`. NotImplemented where it does not apply (the caller
-    runs Keras' own update)."""
+def supports_fused_adamw_update():
+    """Whether `fused_adamw_update` applies here: TensorFlow, outside `tf.distribute`
+    strategies (whose per-replica updates stay Keras')."""
     if keras.backend.backend() != "tensorflow":
-        return NotImplemented
+        return False
     import tensorflow as tf
 
-    if tf.distribute.has_strategy():
+    return not tf.distribute.has_strategy()
+
+
+def fused_adamw_update(*args, **kwargs):
+    """Keras' AdamW update of all weights as one XLA-compiled TensorFlow function (where
+    `supports_fused_adamw_update()`; `optimizers.FusedAdamW`); see
+    `tensorflow_backend.adam_update`. NotImplemented where it does not apply (the caller
+    runs Keras' own update)."""
+    if not supports_fused_adamw_update():
         return NotImplemented
     from keras_bigmodels.backend import tensorflow_backend
 
