@@ -24,7 +24,8 @@ class FusedAdamW(keras.optimizers.AdamW):
       runs the weight decay and the update of all weights as one XLA-compiled function
       (`backend.fused_adamw_update`; Keras' own update under a `tf.distribute` strategy).
       T5 / BART benchmark configs, training step against this optimizer at the previous
-      commit (alternating processes, 6 rounds): 1.04x each. An embedding's gradient is
+      commit (alternating processes, 6 rounds; benchmarks/results/
+      {t5,bart}_tensorflow_none_vs_0d6090f.json): 1.04x each. An embedding's gradient is
       `tf.IndexedSlices` whose ids repeat: this sums the repeated rows before Adam's second
       moment, (g1 + g2)^2, as Keras' JAX and torch updates and torch.optim.AdamW do; Keras'
       TensorFlow Adam squares each row first (g1^2 + g2^2).
@@ -43,36 +44,32 @@ class FusedAdamW(keras.optimizers.AdamW):
                              "applies plain AdamW); use keras.optimizers.AdamW(amsgrad=True).")
         super().__init__(*args, amsgrad=False, **kwargs)
 
-    def _fused_tensorflow(self):
-        return backend.supports_fused_adamw_update()
+    def _slots(self, trainable_variables):
+        """The backend values of the weights, their momentums and their velocities."""
+        index = self._get_variable_index
+        return ([v.value for v in trainable_variables],
+                [self._momentums[index(v)].value for v in trainable_variables],
+                [self._velocities[index(v)].value for v in trainable_variables])
 
     def _apply_weight_decay(self, variables):
         # TensorFlow: applied inside the fused update (`_backend_update_step`), which Keras
         # calls right after this with the same variables.
-        if not self._fused_tensorflow():
+        if not backend.supports_fused_adamw_update():
             super()._apply_weight_decay(variables)
 
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
-        if self._fused_tensorflow():
-            index = self._get_variable_index
-            done = backend.fused_adamw_update(
-                [v.value for v in trainable_variables], grads,
-                [self._momentums[index(v)].value for v in trainable_variables],
-                [self._velocities[index(v)].value for v in trainable_variables],
-                [self.weight_decay is not None and self._use_weight_decay(v)
-                 for v in trainable_variables],
-                learning_rate, self.iterations, self.weight_decay, self.beta_1,
-                self.beta_2, self.epsilon)
-            if done is not NotImplemented:
-                return None
-            super()._apply_weight_decay(trainable_variables)  # skipped above
+        if backend.supports_fused_adamw_update():
+            weights, momentums, velocities = self._slots(trainable_variables)
+            decays = [self.weight_decay is not None and self._use_weight_decay(v)
+                      for v in trainable_variables]
+            backend.fused_adamw_update(weights, grads, momentums, velocities, decays,
+                                       learning_rate, self.iterations, self.weight_decay,
+                                       self.beta_1, self.beta_2, self.epsilon)
+            return
         if backend.name() != "torch":
             return super()._backend_update_step(grads, trainable_variables, learning_rate)
-        index = self._get_variable_index
+        weights, momentums, velocities = self._slots(trainable_variables)
         backend.fused_adam_step(
-            [v.value for v in trainable_variables], list(grads),
-            [self._momentums[index(v)].value for v in trainable_variables],
-            [self._velocities[index(v)].value for v in trainable_variables],
-            step=int(self.iterations) + 1,
+            weights, list(grads), momentums, velocities, step=int(self.iterations) + 1,
             learning_rate=keras.ops.convert_to_numpy(learning_rate),
             beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon)

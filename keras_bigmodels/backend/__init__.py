@@ -190,10 +190,11 @@ def supports_fused_adamw_update():
 def fused_adamw_update(*args, **kwargs):
     """Keras' AdamW update of all weights as one XLA-compiled TensorFlow function (where
     `supports_fused_adamw_update()`; `optimizers.FusedAdamW`); see
-    `tensorflow_backend.adam_update`. NotImplemented where it does not apply (the caller
-    runs Keras' own update)."""
+    `tensorflow_backend.adam_update`."""
     if not supports_fused_adamw_update():
-        return NotImplemented
+        raise ValueError("fused_adamw_update() is the TensorFlow backend's fused update, "
+                         "outside tf.distribute strategies; the current backend is "
+                         f"{keras.backend.backend()!r} (check supports_fused_adamw_update()).")
     from keras_bigmodels.backend import tensorflow_backend
 
     return tensorflow_backend.adam_update(*args, **kwargs)
