@@ -63,6 +63,11 @@ All scripts run through `harness.py`:
   `results/<benchmark>_<backend>_<tuning>_<host>.json` (`--output`), shown beside the first
   (every header and summary line names its CPU): the peers' speed against ours depends on
   the host (e.g. torch's float32 matmul peak against XLA's), so a ratio is a host's.
+- **A repeat**: the same command run again on the same host writes
+  `results/<benchmark>_<backend>_<tuning>_repeat.json`, shown beside the first (summary
+  lines of such a pair name their file). Rounds alternate within one worker process per
+  contender, so the spread of one run leaves out what changes from process to process
+  (e.g. where the allocator places the buffers); a repeat shows that part.
 - Each JSON holds the commit (and the files modified at run time: the checkout is shared),
   date, machine, library versions, load average before, during and after, config, steps,
   warm-up and every step's seconds. **The CPU is shared**: a load average above the core
@@ -534,7 +539,10 @@ def summary(results):
         runs = sorted((r for r in results
                        if r["benchmark"] == benchmark and not r.get("baseline_ref")),
                       key=lambda r: (BACKENDS.index(r["backend"]), r["tuning"]))
-        for data in runs:
+        hosts = [(r["backend"], r["tuning"], r["machine"]["cpu_model"]) for r in runs]
+        for data, host in zip(runs, hosts):
+            named = (f" [results/{os.path.basename(data['path'])}]"
+                     if hosts.count(host) > 1 and data.get("path") else "")
             for measure in [m for m in data["measure_order"] if m == "train"
                             or m.startswith(("generate_b1_", "generate_b8_", "ddim"))]:
                 ours = data["measurements"].get(measure, {}).get("results", {}).get("ours")
@@ -549,7 +557,7 @@ def summary(results):
                              f"`{data['tuning']}` ({data['date'][:10]}, {data['rounds']} "
                              f"rounds, {busy_text(data)} on "
                              f"{data['machine']['cores']} cores "
-                             f"{data['machine']['cpu_model']}): ours " + ", ".join(parts))
+                             f"{data['machine']['cpu_model']}){named}: ours " + ", ".join(parts))
     return lines
 
 
