@@ -148,13 +148,18 @@ def add_arguments(parser, rounds=3, steps=3, warmup=2):
                         help="torch intra-op threads in every torch worker (default: "
                              "torch's, one per core); 1 only on an oversubscribed CPU, "
                              "where OpenMP's waiting threads slow torch many-fold")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="fresh worker processes per contender, one after another, "
+                             "each running --rounds rounds: the spread then includes what "
+                             "differs from process to process (e.g. where the allocator "
+                             "places the buffers), not only from round to round")
     parser.add_argument("--output", default=None, help="JSON path (default: results/...)")
     return parser
 
 
 def check_arguments(args):
-    for name in ("rounds", "steps"):
-        if getattr(args, name) < 1:
+    for name in ("rounds", "steps", "processes"):
+        if getattr(args, name, 1) < 1:
             raise ValueError(f"`--{name}` must be at least 1; received {getattr(args, name)}.")
     if args.warmup < 0:
         raise ValueError(f"`--warmup` must be 0 or more; received {args.warmup}.")
@@ -825,17 +830,94 @@ def run(benchmark, contenders, args, config, flops_per_unit=None, measure_order=
                     output, notes or [], write, peaks)
 
 
+def _start_workers(contenders, args, log_dir, git, records, process):
+    """A fresh worker per contender (one at a time: builds do not compete for the cores);
+    the first process's setup goes into `records`. Returns the ready workers."""
+    workers = []
+    for contender in contenders:
+        record = records.get(contender.name)
+        if record is not None and "error" in record:
+            continue  # failed in an earlier process
+        spec = {"module": contender.module, "function": contender.function,
+                "kwargs": contender.kwargs, "library": contender.library,
+                "framework": contender.framework, "backend": args.backend, "tuning": args.tuning,
+                "source_root": contender.source_root or REPOSITORY_ROOT,
+                "torch_threads": args.torch_threads}
+        if contender.library not in ("ours",):
+            spec["source_root"] = None  # peers: nothing of ours on their path
+        environment = worker_environment(args.tuning, args.backend, contender.environment)
+        process_log_dir = os.path.join(log_dir, str(process))
+        os.makedirs(process_log_dir, exist_ok=True)
+        worker = _Worker(contender, spec, environment, process_log_dir)
+        ready = worker.receive()
+        if record is None:
+            record = records[contender.name] = {
+                "label": contender.label, "library": contender.library,
+                "framework": contender.framework, "setup": contender.function,
+                "kwargs": contender.kwargs, "commit": contender.commit or git["commit"]}
+        if "error" in ready:
+            record["error"] = ready["error"]
+            print(f"  {contender.name}: failed: {ready['error']}", flush=True)
+            worker.close()
+            continue
+        if "measures" not in record:
+            record.update(info=ready["info"], applied_settings=ready["applied_settings"],
+                          measures=ready["measures"])
+        workers.append(worker)
+    return workers
+
+
+def _measure_round(worker, sequence, measure, args, records, entry, process, round_in_process):
+    """One contender's round of `measure`: warm-up and timed steps, appended to `entry`."""
+    name = worker.contender.name
+    if "error" in records[name]:
+        return
+    before = (cpu_snapshot()[0], process_cpu_seconds(worker.process.pid))
+    call_started = time.perf_counter()
+    worker.send({"command": "measure", "measure": measure, "steps": args.steps,
+                 "warmup": args.warmup})
+    reply = worker.receive()
+    after = (cpu_snapshot()[0], process_cpu_seconds(worker.process.pid))
+    call_seconds = time.perf_counter() - call_started
+    slot = entry["results"].setdefault(name, {"rounds": []})
+    if "error" in reply:
+        slot["error"] = reply["error"]
+        print(f"  {measure} {name}: failed: {reply['error']}", flush=True)
+        if worker.process.poll() is not None:
+            records[name]["error"] = reply["error"]
+        return
+    described = records[name]["measures"][measure]
+    seconds = reply["seconds"]
+    slot["rounds"].append({
+        "seconds": seconds, "value": described["units"] * len(seconds) / sum(seconds),
+        "position": sequence.index(worker), "process": process,
+        # Warm-up and timed steps together: what other processes took meanwhile.
+        "wall_seconds": round(call_seconds, 3),
+        "background_cpu_seconds": background_seconds(before, after)})
+    slot["unit"] = described["unit"] + "/s"
+    slot["units_per_step"] = described["units"]
+    slot["peak_rss_mb_after"] = max(reply["peak_rss_mb"], slot.get("peak_rss_mb_after", 0))
+    if reply.get("returned") is not None:
+        slot["step_returned"] = reply["returned"]
+    print(f"  {measure:<18} round {round_in_process + 1}"
+          f"{f' (process {process + 1})' if getattr(args, 'processes', 1) > 1 else ''}"
+          f"  {name:<22} "
+          f"{slot['rounds'][-1]['value']:12,.1f} {slot['unit']}", flush=True)
+
+
 def _run(benchmark, contenders, args, config, flops_per_unit, measure_order, output, notes,
          write, peaks):
     started = datetime.datetime.now(datetime.timezone.utc).astimezone()
     git = git_facts()
+    processes = getattr(args, "processes", 1)
     results = {
         "harness_version": HARNESS_VERSION, "benchmark": benchmark, "backend": args.backend,
         "tuning": args.tuning, "command": [os.path.basename(sys.argv[0]), *sys.argv[1:]],
         "git": git, "date": started.isoformat(timespec="seconds"),
         "machine": machine_facts(), "versions": library_versions(),
         "load_average_before": list(os.getloadavg()), "config": config,
-        "rounds": args.rounds, "steps": args.steps, "warmup": args.warmup,
+        "rounds": args.rounds, "processes": processes, "steps": args.steps,
+        "warmup": args.warmup,
         "warmup_note": "warm-up steps run untimed before every round's timed steps",
         "torch_threads": args.torch_threads, "notes": notes,
         "baseline_ref": getattr(args, "baseline_ref", None),
@@ -852,77 +934,39 @@ def _run(benchmark, contenders, args, config, flops_per_unit, measure_order, out
         print(f"  peak {framework}: {(peak['flops_per_second'] or 0) / 1e9:.0f} GFLOP/s",
               flush=True)
     log_dir = tempfile.mkdtemp(prefix=f"bench-{benchmark}-")
-    workers, records = [], {}
-    for contender in contenders:
-        spec = {"module": contender.module, "function": contender.function,
-                "kwargs": contender.kwargs, "library": contender.library,
-                "framework": contender.framework, "backend": args.backend, "tuning": args.tuning,
-                "source_root": contender.source_root or REPOSITORY_ROOT,
-                "torch_threads": args.torch_threads}
-        if contender.library not in ("ours",):
-            spec["source_root"] = None  # peers: nothing of ours on their path
-        environment = worker_environment(args.tuning, args.backend, contender.environment)
-        worker = _Worker(contender, spec, environment, log_dir)
-        ready = worker.receive()  # one at a time: builds do not compete for the cores
-        record = {"label": contender.label, "library": contender.library,
-                  "framework": contender.framework, "setup": contender.function,
-                  "kwargs": contender.kwargs, "commit": contender.commit or git["commit"]}
-        if "error" in ready:
-            record["error"] = ready["error"]
-            print(f"  {contender.name}: failed: {ready['error']}", flush=True)
-            worker.close()
-        else:
-            record.update(info=ready["info"], applied_settings=ready["applied_settings"],
-                          measures=ready["measures"])
-            workers.append(worker)
-        records[contender.name] = record
-    order = measure_order or []
-    for worker in workers:
-        for name in records[worker.contender.name]["measures"]:
-            if name not in order:
-                order.append(name)
+    records, measurements, load_during, order = {}, {}, [], list(measure_order or [])
+    round_index = 0  # over all processes, so that the order keeps alternating
+    for process in range(processes):
+        workers = _start_workers(contenders, args, log_dir, git, records, process)
+        for worker in workers:
+            for name in records[worker.contender.name]["measures"]:
+                if name not in order:
+                    order.append(name)
+        for measure in order:
+            entry = measurements.setdefault(measure, {"results": {}})
+            participants = [w for w in workers
+                            if measure in records[w.contender.name]["measures"]]
+            for index in range(round_index, round_index + args.rounds):
+                sequence = participants if index % 2 == 0 else participants[::-1]
+                for worker in sequence:
+                    _measure_round(worker, sequence, measure, args, records, entry, process,
+                                   index - round_index)
+                load_during.append(os.getloadavg()[0])
+        round_index += args.rounds
+        for worker in workers:
+            facts = worker.close()
+            record = records[worker.contender.name]
+            record.setdefault("worker_pids", []).append(worker.process.pid)
+            if facts:
+                imported = (record.get("imported_keras_bigmodels", False)
+                            or facts.get("imported_keras_bigmodels", False))
+                facts["peak_rss_mb"] = max(facts.get("peak_rss_mb", 0),
+                                           record.get("peak_rss_mb", 0))
+                record.update(facts, imported_keras_bigmodels=imported)
+            if worker.contender.library != "ours" and record.get("imported_keras_bigmodels"):
+                record["error"] = "a peer imported keras_bigmodels"
     results["measure_order"] = order
-    measurements, load_during = {}, []
-    for measure in order:
-        entry = measurements.setdefault(measure, {"results": {}})
-        participants = [w for w in workers
-                        if measure in records[w.contender.name]["measures"]]
-        for round_index in range(args.rounds):
-            sequence = participants if round_index % 2 == 0 else participants[::-1]
-            for worker in sequence:
-                name = worker.contender.name
-                if "error" in records[name]:
-                    continue
-                before = (cpu_snapshot()[0], process_cpu_seconds(worker.process.pid))
-                call_started = time.perf_counter()
-                worker.send({"command": "measure", "measure": measure, "steps": args.steps,
-                             "warmup": args.warmup})
-                reply = worker.receive()
-                after = (cpu_snapshot()[0], process_cpu_seconds(worker.process.pid))
-                call_seconds = time.perf_counter() - call_started
-                slot = entry["results"].setdefault(name, {"rounds": []})
-                if "error" in reply:
-                    slot["error"] = reply["error"]
-                    print(f"  {measure} {name}: failed: {reply['error']}", flush=True)
-                    if worker.process.poll() is not None:
-                        records[name]["error"] = reply["error"]
-                    continue
-                described = records[name]["measures"][measure]
-                seconds = reply["seconds"]
-                slot["rounds"].append({
-                    "seconds": seconds, "value": described["units"] * len(seconds) / sum(seconds),
-                    "position": sequence.index(worker),
-                    # Warm-up and timed steps together: what other processes took meanwhile.
-                    "wall_seconds": round(call_seconds, 3),
-                    "background_cpu_seconds": background_seconds(before, after)})
-                slot["unit"] = described["unit"] + "/s"
-                slot["units_per_step"] = described["units"]
-                slot["peak_rss_mb_after"] = reply["peak_rss_mb"]
-                if reply.get("returned") is not None:
-                    slot["step_returned"] = reply["returned"]
-                print(f"  {measure:<18} round {round_index + 1}  {name:<22} "
-                      f"{slot['rounds'][-1]['value']:12,.1f} {slot['unit']}", flush=True)
-            load_during.append(os.getloadavg()[0])
+    for measure, entry in measurements.items():
         for name, slot in entry["results"].items():
             values = [r["value"] for r in slot["rounds"]]
             if not values:
@@ -944,11 +988,6 @@ def _run(benchmark, contenders, args, config, flops_per_unit, measure_order, out
                                         "under load, or a wrong FLOP count)")
                 else:
                     slot["mfu"] = mfu
-    for worker in workers:
-        facts = worker.close()
-        records[worker.contender.name].update(facts)
-        if worker.contender.library != "ours" and facts.get("imported_keras_bigmodels"):
-            records[worker.contender.name]["error"] = "a peer imported keras_bigmodels"
     shutil.rmtree(log_dir, ignore_errors=True)
     results["contenders"] = records
     results["measurements"] = measurements

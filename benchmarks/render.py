@@ -63,11 +63,14 @@ All scripts run through `harness.py`:
   `results/<benchmark>_<backend>_<tuning>_<host>.json` (`--output`), shown beside the first
   (every header and summary line names its CPU): the peers' speed against ours depends on
   the host (e.g. torch's float32 matmul peak against XLA's), so a ratio is a host's.
-- **A repeat**: the same command run again on the same host writes
+- **Fresh processes**: by default the rounds alternate within one worker process per
+  contender, so a run's spread leaves out what differs from process to process (e.g.
+  where the allocator places the buffers). `--processes N` starts N fresh workers per
+  contender one after another, each running `--rounds` rounds (the order keeps
+  alternating across them); tables then say e.g. "6 rounds (3 processes x 2)" and every
+  round records its process. A repeat of a whole run on the same host writes
   `results/<benchmark>_<backend>_<tuning>_repeat.json`, shown beside the first (summary
-  lines of such a pair name their file). Rounds alternate within one worker process per
-  contender, so the spread of one run leaves out what changes from process to process
-  (e.g. where the allocator places the buffers); a repeat shows that part.
+  lines of such a pair name their file).
 - Each JSON holds the commit (and the files modified at run time: the checkout is shared),
   date, machine, library versions, load average before, during and after, config, steps,
   warm-up and every step's seconds. **The CPU is shared**: a load average above the core
@@ -204,6 +207,18 @@ def ratio_text(ratios):
     return f"{median:.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
 
 
+def total_rounds(data):
+    return data["rounds"] * data.get("processes", 1)
+
+
+def rounds_text(data):
+    """'3 rounds', or '6 rounds (3 processes x 2)' for a run with fresh workers."""
+    processes = data.get("processes", 1)
+    if processes == 1:
+        return f"{data['rounds']} rounds"
+    return f"{total_rounds(data)} rounds ({processes} processes x {data['rounds']})"
+
+
 def run_header(data):
     load_during = data.get("load_average_during") or [0]
     git = data["git"]
@@ -213,8 +228,8 @@ def run_header(data):
                       for k, v in data["peak_flops"].items() if v.get("flops_per_second"))
     return (f"*{data['backend']}, tuning `{data['tuning']}`*: commit `{git['commit'][:7]}`"
             f"{f' (+{dirty} modified files)' if dirty else ''}, {data['date'][:16]}, "
-            f"{data['rounds']} rounds x {data['steps']} steps (+{data['warmup']} warm-up"
-            f"{'; under 3 rounds: a trial, not a result' if data['rounds'] < 3 else ''}), "
+            f"{rounds_text(data)} x {data['steps']} steps (+{data['warmup']} warm-up"
+            f"{'; under 3 rounds: a trial, not a result' if total_rounds(data) < 3 else ''}), "
             f"{machine['cores']} cores {machine['cpu_model']}"
             f"{', torch threads %s' % data['torch_threads'] if data.get('torch_threads') else ''}"
             f", load "
@@ -554,8 +569,8 @@ def summary(results):
                     if peer != "ours" and round_ratios(entry, peer):
                         parts.append(f"{ratio_parts(entry, peer)} {peer.replace('_', '-')}")
                 lines.append(f"- {title} {measure_title(measure)}, {data['backend']}, tuning "
-                             f"`{data['tuning']}` ({data['date'][:10]}, {data['rounds']} "
-                             f"rounds, {busy_text(data)} on "
+                             f"`{data['tuning']}` ({data['date'][:10]}, "
+                             f"{rounds_text(data)}, {busy_text(data)} on "
                              f"{data['machine']['cores']} cores "
                              f"{data['machine']['cpu_model']}){named}: ours " + ", ".join(parts))
     return lines

@@ -58,6 +58,49 @@ def test_every_contender_gets_the_same_settings(harness, monkeypatch):
     assert "XLA_FLAGS" not in harness.worker_environment("ours", "jax")
 
 
+FAKE_BENCH = """
+import os, time
+import harness
+
+def setup(delay):
+    def step():
+        time.sleep(delay)
+        return [os.getpid()]
+    return {"train": harness.Measure(step, 10)}, {"pid": os.getpid()}
+"""
+
+
+def test_fresh_processes_alternate_and_record_their_process(harness, render, tmp_path):
+    # `--processes 2`: each contender runs in two fresh workers one after another, the
+    # rounds keep alternating across them, and every round records its process.
+    import argparse
+
+    (tmp_path / "fake_bench.py").write_text(FAKE_BENCH)
+    parser = harness.add_arguments(argparse.ArgumentParser())
+    args = parser.parse_args(["--processes", "2", "--rounds", "2", "--steps", "1",
+                              "--warmup", "0"])
+    extra = {"PYTHONPATH": str(tmp_path)}
+    contenders = [harness.Contender("ours", "fake_bench", "setup", kwargs={"delay": 0.001},
+                                    environment=extra),
+                  harness.Contender("peer", "fake_bench", "setup", library="keras",
+                                    kwargs={"delay": 0.002}, environment=extra)]
+    results = harness.run("fake", contenders, args, {}, write=False,
+                          peaks={"jax": {"flops_per_second": None}})
+    assert results["processes"] == 2 and results["rounds"] == 2
+    train = results["measurements"]["train"]["results"]
+    for name in ("ours", "peer"):
+        rounds = train[name]["rounds"]
+        assert [r["process"] for r in rounds] == [0, 0, 1, 1]
+        pids = results["contenders"][name]["worker_pids"]
+        assert len(set(pids)) == 2
+        assert train[name]["step_returned"] == [pids[-1]]  # the last round's worker
+    # Positions alternate over all four rounds, across the change of process.
+    assert [r["position"] for r in train["ours"]["rounds"]] == [0, 1, 0, 1]
+    assert render.rounds_text(results) == "4 rounds (2 processes x 2)"
+    with pytest.raises(ValueError, match="--processes"):
+        harness.check_arguments(parser.parse_args(["--processes", "0"]))
+
+
 def test_summary_is_median_min_max(harness):
     assert harness.summarize([3.0, 1.0, 2.0]) == {"median": 2.0, "min": 1.0, "max": 3.0}
 
