@@ -228,3 +228,16 @@ ENTRY %main.9 (a.1: f32[512,8192], b.2: f32[8192,256], c.3: f32[4,8,16]) -> f32[
                                    2 * 512 * 256 * 8192)
     assert ops["dot.4"][3] == 2 * 4 * 8 * 8 * 16
     assert ops["a.1"][3] == 0
+
+
+def test_profile_torch_checks_its_run_and_contenders(tmp_path):
+    profile = _load("profile_torch")
+    run = tmp_path / "run.json"
+    run.write_text('{"backend": "jax", "contenders": {"ours": {}}}')
+    with pytest.raises(SystemExit, match="needs a torch run"):
+        profile.main([str(run), "train"])
+    run.write_text('{"backend": "torch", "contenders": {"ours": {}, "transformers": {}}}')
+    with pytest.raises(SystemExit, match="keras_hub"):
+        profile.main([str(run), "train", "--contenders", "ours", "keras_hub"])
+    with pytest.raises(SystemExit, match="--steps"):
+        profile.main([str(run), "train", "--steps", "0"])
