@@ -479,6 +479,18 @@ def seq2seq_measures_transformers(model, optimizer, start_id, vocabulary_size, b
     return measures
 
 
+def setup_from_results(results, contender):
+    """A contender of a results JSON rebuilt in this process, as its worker built it (the
+    same setup function of bench_<benchmark>.py and keyword arguments); for the profilers.
+
+    Returns:
+        ({measure: Measure}, info).
+    """
+    record = results["contenders"][contender]
+    module = importlib.import_module(f"bench_{results['benchmark']}")
+    return getattr(module, record["setup"])(**record["kwargs"])
+
+
 # --------------------------------------------------------------------------------------
 # Worker side.
 

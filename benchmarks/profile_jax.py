@@ -21,7 +21,6 @@ import argparse
 import collections
 import glob
 import gzip
-import importlib
 import json
 import os
 import re
@@ -123,7 +122,6 @@ def main(argv=None):
         raise SystemExit(f"{args.results}: needs a jax run with our contender; received "
                          f"backend {results['backend']!r}, contenders "
                          f"{sorted(results['contenders'])}.")
-    record = results["contenders"]["ours"]
     workdir = args.workdir or tempfile.mkdtemp(prefix="profile_jax_")
     dump = os.path.join(workdir, "hlo")
     # Before JAX starts: XLA reads its flags once.
@@ -133,8 +131,9 @@ def main(argv=None):
     sys.path[:0] = [BENCHMARKS_DIR, os.path.dirname(BENCHMARKS_DIR)]
     import jax
 
-    module = importlib.import_module(f"bench_{results['benchmark']}")
-    measures, _ = getattr(module, record["setup"])(**record["kwargs"])
+    import harness
+
+    measures, _ = harness.setup_from_results(results, "ours")
     if args.measure not in measures:
         raise SystemExit(f"`measure` {args.measure!r} is not one of {sorted(measures)}.")
     step = measures[args.measure].step

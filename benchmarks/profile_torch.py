@@ -19,7 +19,6 @@ benchmarks.
 """
 
 import argparse
-import importlib
 import json
 import os
 import subprocess
@@ -35,7 +34,6 @@ def profile_contender(results_path, contender, measure, steps, warmup):
     products: {"op shapes": [ms per step, calls per step]}} of one contender."""
     with open(results_path) as f:
         results = json.load(f)
-    record = results["contenders"][contender]
     os.environ["KERAS_BACKEND"] = "torch"
     sys.path[:0] = [BENCHMARKS_DIR, os.path.dirname(BENCHMARKS_DIR)]
     import harness
@@ -46,8 +44,7 @@ def profile_contender(results_path, contender, measure, steps, warmup):
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    module = importlib.import_module(f"bench_{results['benchmark']}")
-    measures, _ = getattr(module, record["setup"])(**record["kwargs"])
+    measures, _ = harness.setup_from_results(results, contender)
     if measure not in measures:
         raise SystemExit(f"`measure` {measure!r} is not one of {sorted(measures)}.")
     step = measures[measure].step

@@ -68,9 +68,7 @@ All scripts run through `harness.py`:
   where the allocator places the buffers). `--processes N` starts N fresh workers per
   contender one after another, each running `--rounds` rounds (the order keeps
   alternating across them); tables then say e.g. "6 rounds (3 processes x 2)" and every
-  round records its process. A repeat of a whole run on the same host writes
-  `results/<benchmark>_<backend>_<tuning>_repeat.json`, shown beside the first (summary
-  lines of such a pair name their file).
+  round records its process.
 - Each JSON holds the commit (and the files modified at run time: the checkout is shared),
   date, machine, library versions, load average before, during and after, config, steps,
   warm-up and every step's seconds. **The CPU is shared**: a load average above the core
@@ -554,10 +552,7 @@ def summary(results):
         runs = sorted((r for r in results
                        if r["benchmark"] == benchmark and not r.get("baseline_ref")),
                       key=lambda r: (BACKENDS.index(r["backend"]), r["tuning"]))
-        hosts = [(r["backend"], r["tuning"], r["machine"]["cpu_model"]) for r in runs]
-        for data, host in zip(runs, hosts):
-            named = (f" [results/{os.path.basename(data['path'])}]"
-                     if hosts.count(host) > 1 and data.get("path") else "")
+        for data in runs:
             for measure in [m for m in data["measure_order"] if m == "train"
                             or m.startswith(("generate_b1_", "generate_b8_", "ddim"))]:
                 ours = data["measurements"].get(measure, {}).get("results", {}).get("ours")
@@ -572,7 +567,7 @@ def summary(results):
                              f"`{data['tuning']}` ({data['date'][:10]}, "
                              f"{rounds_text(data)}, {busy_text(data)} on "
                              f"{data['machine']['cores']} cores "
-                             f"{data['machine']['cpu_model']}){named}: ours " + ", ".join(parts))
+                             f"{data['machine']['cpu_model']}): ours " + ", ".join(parts))
     return lines
 
 
